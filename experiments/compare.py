@@ -8,7 +8,9 @@ The suites are defined in ``experiments/suites.py``. Each run trains with
 ``recurrax.run.train_and_evaluate`` in ``<workdir>/<task-variant>/<family>/seed<k>/``, one after
 another in this process. A run whose ``results.json`` exists is reused, so a comparison that was
 interrupted continues where it stopped (a half-finished run resumes from its checkpoints). A
-changed suite definition therefore needs a fresh ``--workdir``.
+changed suite definition therefore needs a fresh ``--workdir``. Runs that differ only in their seed
+share compiled programs through JAX's persistent compilation cache (``<workdir>/jax-cache``).
+One line per finished run is printed (task, family, seed, metric, steps, seconds, elapsed total).
 
 Real-data tasks (mnist1d, seq_fashion_mnist, char_lm) run only when their data is found; the
 report lists the skipped ones with the reason. The report (markdown) holds the machine and
@@ -16,7 +18,8 @@ command, the task × family table of the headline metric (mean ± std over seeds
 parameter counts, steps and wall times, one row per expected ordering of TASKS.md saying whether it
 was reproduced and by which numbers, and links to the plots: learning curves, accuracy against
 test length (induction heads, parity, S5), MQAR accuracy against state size, and the gradient norm
-``‖∂L/∂h_t‖`` against the distance from the loss for freshly initialised cells.
+``‖∂L/∂h_t‖`` against the distance from the loss for freshly initialised cells. A CSV beside it
+(``--csv``) holds every run, and the PNG plots go to ``--plots_dir`` (default ``<report dir>/plots``).
 """
 
 from __future__ import annotations
@@ -884,10 +887,10 @@ def plot_learning_curves(outcomes: Sequence[Outcome], plots_dir: Path) -> list[P
             if metric in ("mse",):
                 ax.set_yscale("log")
             ax.grid(alpha=0.3)
-        axes[0][-1].legend(fontsize=7, loc="best")
+        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         path = plots_dir / f"learning-curves-{task}.png"
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         paths.append(path)
     return paths
@@ -916,9 +919,9 @@ def _length_plot(
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -976,10 +979,10 @@ def plot_mqar(summaries: Summaries, plots_dir: Path) -> list[Path]:
         ax.set_ylabel("query accuracy")
         ax.set_title(f"{setting}: accuracy vs state size")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path = plots_dir / "mqar-state-size.png"
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return [path]
 
@@ -1002,9 +1005,9 @@ def plot_gradient_norms(curves: Mapping[str, np.ndarray], path: Path) -> Path:
     ax.set_ylabel("‖∂L/∂h_t‖ / ‖∂L/∂h_(T−2)‖")
     ax.set_title(f"gradient norm at initialisation (T = {next(iter(curves.values())).size})")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -129,7 +129,7 @@ def test_command_line_writes_report_csv_and_plots(tmp_path):
         str(REPO / "experiments/compare.py"),
         "--suite=quick",
         "--families=rnn,lstm",
-        "--tasks=adding",
+        "--tasks=adding-T100",
         "--seeds=0",
         "--num_steps=3",
         f"--workdir={tmp_path / 'runs'}",
@@ -318,7 +318,7 @@ def test_small_suite_covers_every_task_family_and_two_seeds():
     for variant in {s.variant.name for s in main}:
         runs = {(s.family, s.seed) for s in main if s.variant.name == variant}
         assert runs == {(f, k) for f in FAMILIES for k in (0, 1)}, variant
-    curve = [s for s in specs if s.variant.curve == "mqar-L128P8"]
+    curve = [s for s in specs if s.variant.curve == "mqar-L64P4"]
     assert {s.config().model.width for s in curve} == {16, 32, 64, 128}
     induction = next(s for s in main if s.task == "induction_heads").config()
     assert tuple(induction.task.test_lengths) == (64, 128, 256, 512, 1024)
@@ -352,6 +352,7 @@ def test_run_config_applies_overrides():
     config = full.config()
     assert config.task.length == 4096 and config.task.num_tokens == 16
     assert config.model.num_layers == 2 and config.model.width == 64
+    assert config.model.state_size == 16 and dict(config.model.cell_options) == {}
 
 
 @pytest.mark.parametrize("suite", suites.SUITE_NAMES)

@@ -16,8 +16,9 @@ import recurrax.tasks as tasks
 from conftest import REPO
 from recurrax.checkpoint import Checkpoints
 from recurrax.models import FAMILIES
-from recurrax.run import Experiment, train_and_evaluate
+from recurrax.run import Experiment, evaluate, train_and_evaluate
 from recurrax.tasks.spec import Batch, Task, TaskSpec
+from recurrax.train import make_eval_step, summarize
 
 
 def tiny(task, family, **train):
@@ -96,6 +97,51 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
         ).latest_step()
         == 2
     )
+
+
+def _stream_task():
+    """A user-registered token stream: 3 consecutive chunks of 5 steps per row, next-token targets."""
+    stream = np.random.default_rng(0).integers(0, 7, size=(4, 16)).astype(np.int32)
+
+    def spec(config):
+        return TaskSpec(
+            "stream_chunks", input="tokens", target="step", loss="cross_entropy",
+            num_outputs=7, vocab_size=7, metric="bits_per_char",
+        )  # fmt: skip
+
+    def batch(config, seed, split, step, batch_size):
+        chunk = slice(5 * (step % 3), 5 * (step % 3) + 5)
+        targets = stream[:batch_size, 1:][:, chunk]
+        resets = np.zeros(targets.shape, bool)
+        resets[:, 0] = step % 3 == 0
+        return Batch(
+            stream[:batch_size, :-1][:, chunk], targets, np.ones(targets.shape), None, resets
+        )
+
+    return Task("stream_chunks", spec, batch, lambda: None, lambda: None), stream
+
+
+def test_streamed_evaluation_carries_the_state_across_batches():
+    """Evaluating 3 chunks with truncated BPTT scores each token from its whole stream: the same
+    sums as one pass over the unchunked rows."""
+    task, stream = _stream_task()
+    tasks.register(task, replace=True)
+    config = tiny("adding", "gru", truncated_bptt=True)
+    config.task = {"name": "stream_chunks"}
+    experiment = Experiment(config)
+    params = experiment.model.init(jax.random.key(1))
+    eval_step = jax.jit(make_eval_step(experiment.model))
+    chunked = evaluate(experiment, params, "valid", 3, eval_step, None)
+    whole = Batch(stream[:, :-1], stream[:, 1:], np.ones((4, 15)))
+    sums, _ = make_eval_step(experiment.model)(params, whole)
+    expected = summarize({k: float(v) for k, v in sums.items()}, experiment.spec)
+    assert chunked.keys() == expected.keys()
+    for key in expected:
+        np.testing.assert_allclose(chunked[key], expected[key], rtol=1e-6, err_msg=key)
+    # Without the carried state the chunks are scored from scratch: a different loss.
+    config.train.truncated_bptt = False
+    plain = evaluate(Experiment(config), params, "valid", 3, eval_step, None)
+    assert abs(plain["loss"] - expected["loss"]) > 1e-4
 
 
 def test_bad_config_is_rejected_before_anything_is_written(tmp_path):

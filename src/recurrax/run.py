@@ -159,11 +159,22 @@ def evaluate(
     sharding,
     task_config=None,
 ) -> dict[str, float]:
-    """Metrics of ``params`` on ``num_batches`` batches of ``split`` (exact sums over real steps)."""
+    """Metrics of ``params`` on ``num_batches`` batches of ``split`` (exact sums over real steps).
+
+    With truncated BPTT the batches are consecutive chunks of contiguous streams, so the recurrent
+    state is carried from one batch to the next (starting from zeros, reset where a stream starts
+    over), as in training: each character is predicted from all of its stream before it, not only
+    from its own chunk.
+    """
     totals: dict[str, float] = {}
+    carries = None
+    if experiment.train.truncated_bptt:
+        carries = _zero_carries(experiment, experiment.train.batch_size)
     for i in range(num_batches):
         batch = _device_batch(experiment.batch(split, i, task_config=task_config), sharding)
-        sums, _ = eval_step(params, batch)
+        sums, carries = eval_step(params, batch, carries)
+        if not experiment.train.truncated_bptt:
+            carries = None
         for key, value in sums.items():
             totals[key] = totals.get(key, 0.0) + float(value)
     return summarize(totals, experiment.spec)
