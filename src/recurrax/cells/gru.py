@@ -8,7 +8,14 @@ import jax
 import jax.numpy as jnp
 
 from recurrax.array_types import Array
-from recurrax.cells.base import Cell, gated_param_count, split_blocks, zeros_carry
+from recurrax.cells.base import (
+    Cell,
+    ProjectedForm,
+    gated_param_count,
+    projected_step,
+    split_blocks,
+    zeros_carry,
+)
 from recurrax.cells.initializers import check_inits, input_kernel, recurrent_kernel
 from recurrax.validation import check_positive_int
 
@@ -90,22 +97,34 @@ def gru(
             params["b_hn"] = jnp.zeros((H,), param_dtype)
         return params
 
-    def step(params, carry, x):
+    def project(params, x):
+        return x @ params["W_x"] + params["b"]
+
+    def gates(gate_params, carry, hW, zx):
+        gx_r, gx_z, gx_n = jnp.split(zx, 3, axis=-1)
+        gh_r, gh_z, gh_n = jnp.split(hW, 3, axis=-1)
+        r = jax.nn.sigmoid(gx_r + gh_r)
+        z = jax.nn.sigmoid(gx_z + gh_z)
+        n = jnp.tanh(gx_n + r * (gh_n + gate_params["b_hn"]))
+        return GRUState((1.0 - z) * n + z * carry.h)
+
+    form = ProjectedForm(
+        project=project,
+        kernel=lambda params: params["W_h"],
+        hidden=lambda carry: carry.h,
+        gate_params=lambda params: {"b_hn": params["b_hn"]},
+        gates=gates,
+    )
+
+    def textbook_step(params, carry, x):
+        # The reset gate multiplies h before W_h^n, so only r and z share one matmul with W_h.
         h = carry.h
-        x = x.astype(h.dtype)
-        gx_r, gx_z, gx_n = jnp.split(x @ params["W_x"] + params["b"], 3, axis=-1)
-        if reset_after:
-            gh_r, gh_z, gh_n = jnp.split(h @ params["W_h"], 3, axis=-1)
-            r = jax.nn.sigmoid(gx_r + gh_r)
-            z = jax.nn.sigmoid(gx_z + gh_z)
-            n = jnp.tanh(gx_n + r * (gh_n + params["b_hn"]))
-            h_new = (1.0 - z) * n + z * h
-        else:
-            W_hr, W_hz, W_hn = jnp.split(params["W_h"], 3, axis=-1)
-            r = jax.nn.sigmoid(gx_r + h @ W_hr)
-            z = jax.nn.sigmoid(gx_z + h @ W_hz)
-            h_tilde = jnp.tanh(gx_n + (r * h) @ W_hn)
-            h_new = (1.0 - z) * h + z * h_tilde
+        gx_r, gx_z, gx_n = jnp.split(x.astype(h.dtype) @ params["W_x"] + params["b"], 3, axis=-1)
+        W_hr, W_hz, W_hn = jnp.split(params["W_h"], 3, axis=-1)
+        r = jax.nn.sigmoid(gx_r + h @ W_hr)
+        z = jax.nn.sigmoid(gx_z + h @ W_hz)
+        h_tilde = jnp.tanh(gx_n + (r * h) @ W_hn)
+        h_new = (1.0 - z) * h + z * h_tilde
         return GRUState(h_new), h_new
 
     def param_count(input_size, biases=None):
@@ -118,8 +137,9 @@ def gru(
         output_size=H,
         init=init,
         initial_carry=zeros_carry(GRUState, ("h",), H),
-        step=step,
+        step=projected_step(form) if reset_after else textbook_step,
         input_size=lambda params: params["W_x"].shape[0],
         param_count=param_count,
         recurrent_matrices=lambda params: split_blocks(params["W_h"], GATES),
+        projected=form if reset_after else None,
     )

@@ -8,11 +8,20 @@ import jax
 import jax.numpy as jnp
 
 from recurrax.array_types import Array
-from recurrax.cells.base import Cell, gated_param_count, split_blocks, zeros_carry
+from recurrax.cells.base import (
+    Cell,
+    ProjectedForm,
+    gated_param_count,
+    projected_step,
+    split_blocks,
+    zeros_carry,
+)
 from recurrax.cells.initializers import check_inits, input_kernel, recurrent_kernel
 from recurrax.validation import check_positive_int
 
 GATES = "ifgo"
+# The params read inside the time loop (all optional): peepholes and the layer norms of h W_h and c.
+GATE_PARAMS = ("w_ci", "w_cf", "w_co", "ln_h_scale", "ln_c_scale", "ln_c_bias")
 LAYER_NORM_EPS = 1e-5
 
 
@@ -109,29 +118,39 @@ def lstm(
             }
         return params
 
-    def step(params, carry, x):
-        h, c = carry
-        x = x.astype(h.dtype)
+    def project(params, x):
+        zx = x @ params["W_x"]
         if layer_norm:
-            z = (
-                params["ln_x_scale"] * _normalise(x @ params["W_x"])
-                + params["ln_h_scale"] * _normalise(h @ params["W_h"])
-                + params["b"]
-            )
-        else:
-            z = x @ params["W_x"] + h @ params["W_h"] + params["b"]
-        z_i, z_f, z_g, z_o = jnp.split(z, 4, axis=-1)
+            zx = params["ln_x_scale"] * _normalise(zx)
+        return zx + params["b"]
+
+    def gate_params(params):
+        return {name: params[name] for name in GATE_PARAMS if name in params}
+
+    def gates(gate_params, carry, hW, zx):
+        c = carry.c
+        if layer_norm:
+            hW = gate_params["ln_h_scale"] * _normalise(hW)
+        z_i, z_f, z_g, z_o = jnp.split(zx + hW, 4, axis=-1)
         if peepholes:
-            z_i = z_i + params["w_ci"] * c
-            z_f = z_f + params["w_cf"] * c
+            z_i = z_i + gate_params["w_ci"] * c
+            z_f = z_f + gate_params["w_cf"] * c
         c_new = jax.nn.sigmoid(z_f) * c + jax.nn.sigmoid(z_i) * jnp.tanh(z_g)
         if peepholes:
-            z_o = z_o + params["w_co"] * c_new
+            z_o = z_o + gate_params["w_co"] * c_new
         c_out = c_new
         if layer_norm:
-            c_out = params["ln_c_scale"] * _normalise(c_new) + params["ln_c_bias"]
+            c_out = gate_params["ln_c_scale"] * _normalise(c_new) + gate_params["ln_c_bias"]
         h_new = jax.nn.sigmoid(z_o) * jnp.tanh(c_out)
-        return LSTMState(h_new, c_new), h_new
+        return LSTMState(h_new, c_new)
+
+    form = ProjectedForm(
+        project=project,
+        kernel=lambda params: params["W_h"],
+        hidden=lambda carry: carry.h,
+        gate_params=gate_params,
+        gates=gates,
+    )
 
     def param_count(input_size, biases=None):
         extra = 3 * H * peepholes + 10 * H * layer_norm
@@ -143,8 +162,9 @@ def lstm(
         output_size=H,
         init=init,
         initial_carry=zeros_carry(LSTMState, ("h", "c"), H),
-        step=step,
+        step=projected_step(form),
         input_size=lambda params: params["W_x"].shape[0],
         param_count=param_count,
         recurrent_matrices=lambda params: split_blocks(params["W_h"], GATES),
+        projected=form,
     )

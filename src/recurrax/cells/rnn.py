@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrax.array_types import Array
-from recurrax.cells.base import Cell, gated_param_count, zeros_carry
+from recurrax.cells.base import Cell, ProjectedForm, gated_param_count, projected_step, zeros_carry
 from recurrax.cells.initializers import check_inits, input_kernel, recurrent_kernel
 from recurrax.validation import check_choice, check_positive_int
 
@@ -74,13 +74,20 @@ def rnn(
             params["b_h"] = jnp.zeros((hidden_size,), param_dtype)
         return params
 
-    def step(params, carry, x):
-        x = x.astype(carry.h.dtype)
-        pre = x @ params["W_xh"] + carry.h @ params["W_hh"]
-        if use_bias:
-            pre = pre + params["b_h"]
-        h = phi(pre)
-        return RNNState(h), h
+    def project(params, x):
+        zx = x @ params["W_xh"]
+        return zx + params["b_h"] if use_bias else zx
+
+    def gates(gate_params, carry, hW, zx):
+        return RNNState(phi(zx + hW))
+
+    form = ProjectedForm(
+        project=project,
+        kernel=lambda params: params["W_hh"],
+        hidden=lambda carry: carry.h,
+        gate_params=lambda params: {},
+        gates=gates,
+    )
 
     def param_count(input_size, biases=None):
         own = hidden_size if use_bias else 0
@@ -92,8 +99,9 @@ def rnn(
         output_size=hidden_size,
         init=init,
         initial_carry=zeros_carry(RNNState, ("h",), hidden_size),
-        step=step,
+        step=projected_step(form),
         input_size=lambda params: params["W_xh"].shape[0],
         param_count=param_count,
         recurrent_matrices=lambda params: {"h": params["W_hh"]},
+        projected=form,
     )

@@ -1,0 +1,179 @@
+"""The fused path of the classic cells equals the reference step path: values and gradients (float64)
+under every semantic, for every variant that has a projected form."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import recurrax
+from conftest import assert_trees_close
+
+B, T, D, H = 3, 9, 2, 4
+CELLS = {
+    "rnn": recurrax.rnn(H),
+    "rnn-relu-nobias": recurrax.rnn(H, activation="relu", use_bias=False),
+    "lstm": recurrax.lstm(H),
+    "lstm-peepholes-layernorm": recurrax.lstm(H, peepholes=True, layer_norm=True),
+    "gru": recurrax.gru(H),
+}
+LENGTHS = np.array([9, 5, 0])
+
+
+def f64_params(cell, key=0):
+    """Params in float64, moved off their initial values so that every parameter matters."""
+    params = cell.init(jax.random.key(key), D)
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(key + 100), len(leaves))
+    noisy = [
+        leaf.astype(jnp.float64) + 0.3 * jax.random.normal(k, leaf.shape, jnp.float64)
+        for leaf, k in zip(leaves, keys, strict=True)
+    ]
+    return jax.tree.unflatten(tree, noisy)
+
+
+def random_carry(cell, key, batch_shape):
+    template = cell.initial_carry(batch_shape, jnp.float64)
+    leaves, tree = jax.tree.flatten(template)
+    keys = jax.random.split(jax.random.key(key), len(leaves))
+    return jax.tree.unflatten(
+        tree,
+        [
+            jax.random.normal(k, leaf.shape, jnp.float64)
+            for leaf, k in zip(leaves, keys, strict=True)
+        ],
+    )
+
+
+def loss_terms(out):
+    """A loss that touches the final carry, every output and every carry in a nonlinear way."""
+    final, ys, carries = out
+    return (
+        jnp.sum(jnp.sin(3.0 * ys))
+        + sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(final))
+        + sum(jnp.sum(jnp.cos(leaf)) for leaf in jax.tree.leaves(carries))
+    )
+
+
+SEMANTICS = {
+    "plain": {},
+    "lengths": {"lengths": LENGTHS},
+    "mask+resets": {
+        "mask": np.random.default_rng(1).random((B, T)) < 0.75,
+        "resets": np.random.default_rng(2).random((B, T)) < 0.3,
+    },
+    "all": {
+        "lengths": LENGTHS,
+        "mask": np.random.default_rng(3).random((B, T)) < 0.75,
+        "resets": np.random.default_rng(4).random((B, T)) < 0.3,
+    },
+}
+
+
+CASES = [(semantics, reverse, None) for semantics in SEMANTICS for reverse in (False, True)] + [
+    ("all", False, 4),
+    ("all", True, 4),
+    ("plain", False, 4),
+]
+
+
+@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize(("semantics", "reverse", "remat"), CASES)
+def test_fused_equals_step_values_and_gradients(name, semantics, reverse, remat):
+    cell = CELLS[name]
+    params = f64_params(cell)
+    xs = jax.random.normal(jax.random.key(1), (B, T, D), jnp.float64)
+    h0 = random_carry(cell, 2, (B,))
+    to = random_carry(cell, 3, ())  # a shared carry that resets return to
+
+    def run(method, params, xs, h0, to):
+        return recurrax.unroll(
+            cell,
+            params,
+            xs,
+            initial_carry=h0,
+            reset_carry=to,
+            reverse=reverse,
+            remat=remat,
+            return_carries=True,
+            method=method,
+            **SEMANTICS[semantics],
+        )
+
+    assert_trees_close(run("fused", params, xs, h0, to), run("step", params, xs, h0, to))
+    grads = {
+        method: jax.grad(lambda *a, m=method: loss_terms(run(m, *a)), argnums=(0, 1, 2, 3))(
+            params, xs, h0, to
+        )
+        for method in ("step", "fused")
+    }
+    assert_trees_close(grads["fused"], grads["step"], rtol=1e-10, atol=1e-12)
+    # The gradient reaches every parameter (none of them is silently dropped by the fused VJP).
+    for path, g in jax.tree_util.tree_leaves_with_path(grads["fused"][0]):
+        assert np.any(np.asarray(g) != 0), path
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_fused_time_major_unroll_and_float32_inputs(name):
+    cell = CELLS[name]
+    params = cell.init(jax.random.key(0), D)
+    xs = jax.random.normal(jax.random.key(1), (T, B, D), jnp.float32)
+    kw = dict(time_major=True, lengths=LENGTHS, reverse=True, return_carries=True)
+    for unroll in (1, 3):
+        fused = recurrax.unroll(cell, params, xs, method="fused", unroll=unroll, **kw)
+        step = recurrax.unroll(cell, params, xs, method="step", **kw)
+        assert_trees_close(fused, step, rtol=1e-5, atol=1e-6)
+    bf16 = recurrax.unroll(cell, params, xs.astype(jnp.bfloat16), method="fused", time_major=True)
+    assert bf16[1].dtype == jnp.float32
+
+
+def test_fused_is_the_default_for_classic_cells_and_refused_elsewhere():
+    xs = jnp.ones((1, 3, D), jnp.float32)
+    textbook = recurrax.gru(H, reset_after=False)
+    assert recurrax.lstm(H).projected is not None and textbook.projected is None
+    with pytest.raises(ValueError, match="method must be one of"):
+        recurrax.unroll(textbook, textbook.init(jax.random.key(0), D), xs, method="fused")
+    lru = recurrax.lru(state_size=4, features=D)
+    with pytest.raises(ValueError, match="method must be one of"):
+        recurrax.unroll(lru, lru.init(jax.random.key(0), D), xs, method="fused")
+
+
+def test_fused_keeps_less_for_the_backward_pass_and_remat_keeps_less_still():
+    cell = recurrax.lstm(8)
+    params = cell.init(jax.random.key(0), 4)
+    xs = jax.random.normal(jax.random.key(1), (2, 2048, 4), jnp.float32)
+
+    def loss(params, method, remat):
+        return jnp.mean(recurrax.unroll(cell, params, xs, remat=remat, method=method)[1] ** 2)
+
+    assert_trees_close(
+        jax.grad(loss)(params, "fused", 64),
+        jax.grad(loss)(params, "fused", None),
+        rtol=1e-4,
+        atol=1e-6,
+    )
+
+    def temp_bytes(method, remat):
+        compiled = jax.jit(jax.grad(loss), static_argnums=(1, 2)).lower(params, method, remat)
+        return compiled.compile().memory_analysis().temp_size_in_bytes
+
+    # Autodiff of the step loop keeps every gate activation; the fused VJP only the carries
+    # (2H floats a step), and with remat only the carries at chunk boundaries.
+    assert temp_bytes("fused", None) * 3 < temp_bytes("step", None)
+    assert temp_bytes("fused", 64) * 1.5 < temp_bytes("fused", None)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_fused_gradient_of_the_params_alone_skips_nothing_it_needs(name):
+    """When only the params are differentiated, the fused VJP skips the input gradient."""
+    cell = CELLS[name]
+    params = f64_params(cell)
+    xs = jax.random.normal(jax.random.key(1), (B, T, D), jnp.float64)
+    semantics = SEMANTICS["all"]
+
+    def loss(params, method):
+        _, ys = recurrax.unroll(cell, params, xs, method=method, reverse=True, **semantics)
+        return jnp.sum(jnp.sin(3.0 * ys))
+
+    fused = jax.jit(jax.grad(loss), static_argnums=1)
+    assert_trees_close(fused(params, "fused"), fused(params, "step"), rtol=1e-10, atol=1e-12)
