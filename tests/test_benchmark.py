@@ -57,7 +57,7 @@ def test_tiny_run_writes_every_section_target_and_measurement(tmp_path):
     candidates = ("recurrax", "recurrax-step", "flax", "matmul")
     assert cells == set(product(("rnn", "lstm", "gru"), ("inference", "training"), candidates))
     long = {r["candidate"]: r for r in rows if r["section"] == "long"}
-    assert set(long) == {"no remat", "remat"}
+    assert set(long) == {"no remat", "remat", "step, no remat", "step, remat"}
     assert all(float(r["temp_mib"]) > 0 and float(r["peak_mib"]) > 0 for r in long.values())
     compiled = {(r["shape"], r["candidate"]) for r in rows if r["section"] == "compile"}
     assert compiled == {(f"8,{T},32,64", k) for T in (8, 16) for k in ("recurrax", "flax")}
