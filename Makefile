@@ -11,8 +11,9 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,data]'
 	touch $(STAMP)
 
+# The main job: the quick comparison suite (about 10 minutes on a 2-core CPU; see RESULTS.md).
 run: $(STAMP)
-	$(VENV)/bin/python experiments/train_adding.py
+	$(VENV)/bin/python experiments/compare.py --suite=quick
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

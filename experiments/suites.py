@@ -12,18 +12,18 @@ Three suites (the times are wall seconds per run, measured on the 2-core CPU thi
 with ``train_and_evaluate`` in one process, one run after another; "cheap" families are rnn, lstm,
 gru, mingru, rglru, lru, s5, minlstm, and mamba is the expensive one, see below):
 
-``quick`` — the README's main job, about 10 minutes. The adding problem at T = 100, parity (train
-lengths 1–40, tested on 41–256 and at fixed lengths up to 512) and MQAR at (L, P) = (64, 4), for
-all nine families, one seed, width 32. Enough steps for the classic orderings to show: the tanh RNN
-stays at the adding baseline while the gated and linear models go below it, and LSTM/GRU solve
-parity where the positive-real diagonal recurrences (Mamba, minGRU) stay at chance.
+``quick`` — the README's main job, about 10 minutes. The adding problem at T = 100 and T = 200, copy
+memory with delay 50, and parity (train lengths 1–40, tested on 41–256 and at fixed lengths up to
+512), for all nine families, one seed, width 32. Enough steps for the classic orderings to show:
+the tanh RNN stays at the adding baseline while gated and linear models go below it, the linear
+recurrences learn copy memory where the LSTM stalls, and LSTM/GRU solve parity where the
+positive-real diagonal recurrences (Mamba, minGRU) stay at chance.
 
 ``small`` — every task of TASKS.md at its small configuration, every family, two seeds, designed to
-finish in about 90 minutes here (see :data:`SMALL` for the per-variant steps and measured
-seconds). It also holds the MQAR state-size curve (MQAR at (128, 8) for widths 16…128 for a subset
-of families, one seed), induction heads evaluated at test lengths 64…1024 (4096 is too slow for the
-sequential cells on this CPU), and parity / S5 evaluated on their test-length split and at fixed
-lengths. The budget is a few hundred to two thousand steps per run at width 32–64, so most tasks
+finish in about 90 minutes here (the per-run wall times are in RESULTS.md). It also holds the MQAR
+state-size curve (MQAR at (64, 4) for widths 16…128 for a subset of families, one seed), induction
+heads evaluated at test lengths 64…1024 (4096 is too slow for the sequential cells on this CPU),
+and parity / S5 evaluated on their test-length split and at fixed lengths. The budget is a few hundred to two thousand steps per run at width 32–64, so most tasks
 are far from converged; the report says which published orderings show up anyway.
 
 ``full`` — the published settings (each task's full configuration, widths 128–256, tens of
