@@ -91,6 +91,61 @@ def test_stacked_equals_manual_composition_with_residuals(bidirectional_merge):
         assert_trees_close(ys[b : b + 1, :L], layer.apply(params, xs[b : b + 1, :L])[1])
 
 
+@pytest.mark.parametrize("bidirectional_merge", [None, "sum"])
+def test_stacked_starts_from_given_carries_and_resets_to_reset_carries(bidirectional_merge):
+    """Truncated BPTT through a deep RNN: layer i starts from initial_carry[i] and a reset inside
+    the sequence returns it to reset_carry[i], exactly as each layer run alone."""
+    cells = [recurrax.lstm(H), recurrax.gru(H)]
+    layer = recurrax.stacked(cells, bidirectional_merge=bidirectional_merge)
+    params = layer.init(jax.random.key(0), D)
+    xs = inputs()
+    resets = np.zeros((B, T), bool)
+    resets[:, 3] = True
+    keys = iter(jax.random.split(jax.random.key(5), 16))
+
+    def carry_of(cell):
+        one = jax.tree.map(
+            lambda a: jax.random.normal(next(keys), (B, *a.shape), jnp.float32),
+            cell.initial_carry(),
+        )
+        if bidirectional_merge is None:
+            return one
+        return recurrax.BidirectionalState(one, jax.tree.map(lambda a: -a, one))
+
+    given, reset_to = [carry_of(c) for c in cells], [carry_of(c) for c in cells]
+    carries, ys = layer.apply(params, xs, resets=resets, initial_carry=given, reset_carry=reset_to)
+    u = xs
+    for i, cell in enumerate(cells):
+        sub = (
+            recurrax.recurrent(cell)
+            if bidirectional_merge is None
+            else recurrax.bidirectional(cell, merge=bidirectional_merge)
+        )
+        carry, u = sub.apply(
+            params["layers"][i], u, resets=resets, initial_carry=given[i], reset_carry=reset_to[i]
+        )
+        assert_trees_close(carries[i], carry)
+    assert_trees_close(ys, u)
+    with pytest.raises(ValueError, match="reset_carry must hold one carry per layer"):
+        layer.apply(params, xs, resets=resets, reset_carry=reset_to[:1])
+
+
+def test_stacked_resets_keep_the_recurrent_dropout_masks():
+    layer = recurrax.stacked(
+        [recurrax.gru(H)], variational=recurrax.VariationalDropout(recurrent=0.5)
+    )
+    params = layer.init(jax.random.key(0), D)
+    resets = np.zeros((B, T), bool)
+    resets[:, 2] = True
+    zeros = [recurrax.GRUState(jnp.zeros((B, H), jnp.float32))]
+    key = jax.random.key(3)
+    with_reset = layer.apply(
+        params, inputs(), resets=resets, reset_carry=zeros, train=True, key=key
+    )
+    default = layer.apply(params, inputs(), resets=resets, train=True, key=key)
+    assert_trees_close(with_reset, default)  # zeros is the default reset carry
+
+
 def test_dropout_is_off_in_evaluation_and_needs_a_key_in_training():
     rates = recurrax.VariationalDropout(inputs=0.3, outputs=0.3, recurrent=0.3)
     cells = [recurrax.lstm(H), recurrax.lstm(H)]

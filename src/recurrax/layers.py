@@ -30,8 +30,8 @@ class SequenceLayer(NamedTuple):
     Attributes:
       init: ``init(key, input_size) -> params``.
       apply: ``apply(params, xs, *, lengths=None, mask=None, resets=None, initial_carry=None,
-        reset_carry=None (recurrent and bidirectional layers),
-        key=None, train=False) -> (final_carry, ys)``.
+        reset_carry=None, key=None, train=False) -> (final_carry, ys)``; for :func:`stacked`
+        ``initial_carry`` and ``reset_carry`` are lists, one carry per layer.
       output_size: features of ``ys`` per step.
     """
 
@@ -257,7 +257,9 @@ def stacked(
       variational: :class:`VariationalDropout` rates: one mask per sequence, shared across time, on
         each layer's inputs, outputs and recurrent ``h`` (default: none).
 
-    Params: ``{"layers": [params of layer 0, ...]}``. The final carry is a list, one per layer.
+    Params: ``{"layers": [params of layer 0, ...]}``. The final carry is a list, one per layer, and
+    so are ``initial_carry`` and ``reset_carry`` (truncated BPTT: each chunk starts from the carried
+    state while a reset inside it returns to ``reset_carry``).
     Dropout is applied only with ``train=True`` and needs ``key``; masks are scaled by ``1/(1-p)``.
     """
     variational = VariationalDropout() if variational is None else variational
@@ -298,9 +300,15 @@ def stacked(
         mask=None,
         resets=None,
         initial_carry=None,
+        reset_carry=None,
         key=None,
         train=False,
     ):
+        for name, value in (("initial_carry", initial_carry), ("reset_carry", reset_carry)):
+            if value is not None and len(value) != len(cells):
+                raise ValueError(
+                    f"{name} must hold one carry per layer ({len(cells)}); got {len(value)}"
+                )
         use_dropout = train and (dropout > 0 or any(variational))
         if use_dropout and key is None:
             raise ValueError("key must be a PRNG key when train=True and dropout is on; got None")
@@ -311,6 +319,7 @@ def stacked(
             layer = make_layer(cell, train)
             k_in, k_out, k_h, k_step = jax.random.split(keys[i], 4) if use_dropout else (None,) * 4
             given = None if initial_carry is None else initial_carry[i]
+            reset_to = None if reset_carry is None else reset_carry[i]
             layer_in = u
             if use_dropout and variational.inputs > 0:
                 layer_in = u * _sequence_mask(
@@ -320,6 +329,8 @@ def stacked(
                 given = _recurrent_dropout_carry(
                     cell, given, k_h, variational.recurrent, B, bidirectional_merge is not None
                 )
+                if reset_to is not None:  # resets keep the sequence's dropout masks
+                    reset_to = _with_masks_of(given, reset_to, B)
             carry, y = layer.apply(
                 params["layers"][i],
                 layer_in,
@@ -327,6 +338,7 @@ def stacked(
                 mask=mask,
                 resets=resets,
                 initial_carry=given,
+                reset_carry=reset_to,
             )
             carries.append(_strip_dropout(carry))
             if use_dropout and variational.outputs > 0:
@@ -378,6 +390,16 @@ def _recurrent_dropout_carry(cell, given, key, rate, batch, bidirectional_layer)
     k_f, k_b = jax.random.split(key)
     given = given if given is not None else BidirectionalState(None, None)
     return BidirectionalState(one(given.forward, k_f), one(given.backward, k_b))
+
+
+def _with_masks_of(masked, carry, batch):
+    """``carry`` wrapped in the :class:`DropoutState` masks of ``masked`` (per direction)."""
+    if isinstance(masked, BidirectionalState):
+        return BidirectionalState(
+            _with_masks_of(masked.forward, carry.forward, batch),
+            _with_masks_of(masked.backward, carry.backward, batch),
+        )
+    return DropoutState(_broadcast(carry, batch), masked.h_mask)
 
 
 def _broadcast(carry, batch):
