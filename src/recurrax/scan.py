@@ -84,6 +84,9 @@ def unroll(
         Cells with a :class:`recurrax.cells.LinearForm` (linear recurrences) can run in parallel
         over time through :func:`recurrax.linear_scan`: ``"sequential"``, ``"associative"``,
         ``"chunked"`` or ``"auto"`` (their default). All methods give the same numbers.
+        ``"fused"`` and ``"sequential"`` are differentiated by custom VJPs, so forward-mode
+        autodiff (``jax.jvp``, ``jax.jacfwd``, Hessian-vector products by forward-over-reverse)
+        needs ``method="step"``.
       chunk_size: chunk length of the ``"chunked"`` method.
 
     Returns:
