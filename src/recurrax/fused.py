@@ -254,7 +254,10 @@ def _recur_bwd(form, unroll, residuals, g_carries):
             (zx, _), pull_inputs = jax.vjp(block_inputs, params, xs)
         else:
             (zx, _), pull_params = jax.vjp(partial(block_inputs, xs=xs), params)
-            pull_inputs = lambda g: (*pull_params(g), None)  # noqa: E731
+
+            def pull_inputs(g):
+                return (*pull_params(g), None)
+
         # The nonlinear part of every step's pullback (the gate activations and their
         # derivatives), evaluated for the whole block at once: the loop below is then linear.
         pulls = jax.vmap(linearise)(carries_in, hWs, zx, valid)
