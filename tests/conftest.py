@@ -1,5 +1,6 @@
 """Test configuration: strict dtype and rank promotion, float64 available, and a tree comparison helper."""
 
+import gc
 import sys
 from pathlib import Path
 
@@ -28,3 +29,17 @@ def assert_trees_close(actual, expected, rtol=1e-5, atol=1e-6):
 @pytest.fixture
 def key():
     return jax.random.key(0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drops JAX's compiled programs after each test module.
+
+    Each CPU executable keeps its own memory mappings until it is freed. One process compiling the
+    whole suite's programs would pass the kernel's per-process limit (``vm.max_map_count``, 65530
+    by default) and crash inside the compiler; clearing per module keeps the count to what one
+    module compiles.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
