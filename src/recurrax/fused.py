@@ -20,9 +20,8 @@ small product per step is cheaper than writing a ``(T, B, GH)`` array and readin
 
 1. every :math:`\tilde c_t` is known from the saved carries, so :math:`a = \mathrm{hidden}(\tilde c)
    W_h` and :math:`z` are recomputed for the whole block as two ``(block·B, ·) @ (·, GH)`` products;
-2. the nonlinear part of every step's pullback (gate activations and their derivatives) is
-   evaluated for the whole block at once (a ``vmap`` of the step's VJP over the block), so that
-3. the loop over the block's steps is linear and carries only the state gradient:
+2. the loop over the block's steps carries only the state gradient; each step re-evaluates its
+   gates from those products and pulls back through them (elementwise work that XLA fuses):
 
 .. math::
 
@@ -33,7 +32,7 @@ small product per step is cheaper than writing a ``(T, B, GH)`` array and readin
     \bar c_{t-1} = s_t \,?\, 0 : \bar{\tilde c}_t, \qquad
     \bar c^{\mathrm{reset}} \mathrel{{+}{=}} s_t \,?\, \bar{\tilde c}_t : 0;
 
-4. the block's weight gradients are block-sized products,
+3. the block's weight gradients are block-sized products,
    :math:`\bar W_h \mathrel{{+}{=}} \sum_t \mathrm{hidden}(\tilde c_t)^\top \bar a_t`, and those of
    ``project`` (e.g. :math:`\bar W_x \mathrel{{+}{=}} \sum_t x_t^\top \bar z_t`) come from its VJP
    over the block. The input gradient is skipped when the inputs are not differentiated.
@@ -222,14 +221,14 @@ def _recur_bwd(form, unroll, residuals, g_carries):
     before = jax.tree.map(lambda c0, cs: jnp.concatenate([c0[None], cs[:-1, -1]]), carry0, carries)
 
     def linearise(carry_in, hW, zx_t, valid_t):
-        """The pullback of one step: a pytree whose leaves are what it needs from the forward."""
+        """The pullback of one step's gates."""
         return jax.vjp(partial(_step, form, valid_t), gate_params, carry_in, hW, zx_t)[1]
 
     def step(acc, inputs):
         g, g_gate_params, g_reset = acc
-        carry_in, pull, start_t, g_out = inputs
+        carry_in, hW, zx_t, valid_t, start_t, g_out = inputs
         g = _tree_add(g, g_out)
-        g_params_t, g_in, g_hW, g_zx = pull(g)
+        g_params_t, g_in, g_hW, g_zx = linearise(carry_in, hW, zx_t, valid_t)(g)
         _, pull_hidden = jax.vjp(jax.vmap(form.hidden), carry_in)
         g_in = _tree_add(g_in, pull_hidden(g_hW @ kernel_t)[0])
         if start_t is not None:
@@ -258,13 +257,14 @@ def _recur_bwd(form, unroll, residuals, g_carries):
             def pull_inputs(g):
                 return (*pull_params(g), None)
 
-        # The nonlinear part of every step's pullback (the gate activations and their
-        # derivatives), evaluated for the whole block at once: the loop below is then linear.
-        pulls = jax.vmap(linearise)(carries_in, hWs, zx, valid)
+        # Each step re-evaluates its gates from the block's products and pulls back through
+        # them, reading only the carry, hW and zx slices. Evaluating every step's pullback for
+        # the whole block beforehand leaves a dozen residual slices for each step to read, and
+        # measured 5-10% slower on the 2-core CPU of BENCHMARKS.md.
         (g, g_gate_params, g_reset), (g_hWs, g_zx) = jax.lax.scan(
             step,
             (g, zeros(gate_params), g_reset),
-            (carries_in, pulls, starts, g_out),
+            (carries_in, hWs, zx, valid, starts, g_out),
             reverse=True,
             unroll=unroll,
         )
