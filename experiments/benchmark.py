@@ -388,16 +388,23 @@ def cell_target(cell_results, regime, mode, rival, threshold, missing):
 
 
 def remat_target(long_result):
-    """``(measured, status)`` of "remat: ≥4× less peak memory for ≤1.5× the time"."""
+    """``(measured, status)`` of "remat: ≥4× less peak memory for ≤1.5× the time", for the default
+    method and for the step path (plain autodiff of the loop)."""
     if long_result is None:
         return "not measured: long section not run", "not measured"
-    (_, plain), (_, remat) = long_result["memory"]["no remat"], long_result["memory"]["remat"]
-    if plain is None or remat is None:
+    memory, times = long_result["memory"], long_result["times"]
+    if any(total is None for _, total in memory.values()):
         return "not measured: no memory analysis on this backend", "not measured"
-    memory = plain / remat
-    slowdown = long_result["times"]["remat"] / long_result["times"]["no remat"]
-    text = f"memory {memory:.2f}× smaller, time {slowdown:.2f}× at T={long_result['shape'][1]}"
-    return text, "met" if memory >= 4 and slowdown <= 1.5 else "not met"
+
+    def cut(plain, remat):
+        return memory[plain][1] / memory[remat][1], times[remat] / times[plain]
+
+    runs = {"default": cut("no remat", "remat"), "step path": cut("step, no remat", "step, remat")}
+    text = "; ".join(f"{k}: memory {m:.2f}× smaller, time {t:.2f}×" for k, (m, t) in runs.items())
+    text += f" (T={long_result['shape'][1]})"
+    met = [k for k, (m, t) in runs.items() if m >= 4 and t <= 1.5]
+    status = "met" if len(met) == len(runs) else f"met on the {met[0]} only" if met else "not met"
+    return text, status
 
 
 def linear_target(linear_result):

@@ -235,7 +235,11 @@ def _recur_bwd(form, unroll, residuals, g_carries):
             none = zeros(g_in)
             g_reset = _tree_add(g_reset, _where(start_t, g_in, none))
             g_in = _where(start_t, none, g_in)
-        return (g_in, _tree_add(g_gate_params, g_params_t), g_reset), (g_hW, g_zx)
+        # Cells whose gates read hW + zx (rnn, lstm) get one cotangent for both: stack it once.
+        return (g_in, _tree_add(g_gate_params, g_params_t), g_reset), (
+            g_hW,
+            None if g_zx is g_hW else g_zx,
+        )
 
     def block(acc, inputs):
         g, g_params, g_reset = acc
@@ -268,7 +272,7 @@ def _recur_bwd(form, unroll, residuals, g_carries):
             reverse=True,
             unroll=unroll,
         )
-        g_block, g_xs = pull_inputs((g_zx, g_gate_params))
+        g_block, g_xs = pull_inputs((g_hWs if g_zx is None else g_zx, g_gate_params))
         # The kernel's gradient for the whole block as one product.
         g_kernel = jnp.einsum("tbh,tbg->hg", hidden, g_hWs).astype(kernel.dtype)
         (g_block_kernel,) = jax.vjp(form.kernel, params)[1](g_kernel)
