@@ -8,6 +8,7 @@ import pytest
 
 import recurrax
 from conftest import assert_trees_close
+from recurrax.fused import default_method
 
 B, T, D, H = 3, 9, 2, 4
 CELLS = {
@@ -127,7 +128,7 @@ def test_fused_time_major_unroll_and_float32_inputs(name):
     assert bf16[1].dtype == jnp.float32
 
 
-def test_fused_is_the_default_for_classic_cells_and_refused_elsewhere():
+def test_fused_is_refused_for_cells_without_a_projected_form():
     xs = jnp.ones((1, 3, D), jnp.float32)
     textbook = recurrax.gru(H, reset_after=False)
     assert recurrax.lstm(H).projected is not None and textbook.projected is None
@@ -136,6 +137,27 @@ def test_fused_is_the_default_for_classic_cells_and_refused_elsewhere():
     lru = recurrax.lru(state_size=4, features=D)
     with pytest.raises(ValueError, match="method must be one of"):
         recurrax.unroll(lru, lru.init(jax.random.key(0), D), xs, method="fused")
+
+
+@pytest.mark.parametrize(
+    ("name", "hidden", "batch", "on_cpu"),
+    [
+        ("lstm", 256, 32, "step"),
+        ("lstm", 256, 16, "fused"),
+        ("gru", 64, 128, "step"),
+        ("gru", 64, 127, "fused"),
+        ("rnn", 256, 32, "fused"),
+    ],
+)
+def test_default_path_is_fused_until_gated_steps_are_large(name, hidden, batch, on_cpu):
+    cell = getattr(recurrax, name)(hidden)
+    params = cell.init(jax.random.key(0), D)
+    assert default_method(cell.projected, params, batch, backend="cpu") == on_cpu
+    assert default_method(cell.projected, params, batch, backend="gpu") == "fused"
+    xs = jnp.ones((batch, 2, D), jnp.float32)
+    jaxpr = str(jax.make_jaxpr(lambda p: recurrax.unroll(cell, p, xs))(params))
+    took = "fused" if "custom_vjp_call" in jaxpr else "step"
+    assert took == default_method(cell.projected, params, batch)
 
 
 def test_fused_keeps_less_for_the_backward_pass_and_remat_keeps_less_still():

@@ -60,6 +60,28 @@ DEFAULT_BLOCK = 32
 2-core CPU the benchmarks ran on)."""
 
 
+STEP_PATH_MIN_BATCH_HIDDEN = 8192
+"""From this batch·hidden on, gated cells with three or more gate blocks default to the step path."""
+
+
+def default_method(form: ProjectedForm, params: Params, batch: int, backend: str | None = None):
+    """``"fused"`` or ``"step"``: the path ``unroll`` takes for a projected cell by default.
+
+    The fused backward recomputes each block's two products (a third more matmul FLOPs than
+    autodiff of the step loop). That pays while the steps are overhead-bound and costs once they
+    are compute-bound. Measured on the 2-core CPU of ``BENCHMARKS.md`` (training steps, T = 256
+    and 512): LSTM and GRU at ``batch·hidden = 8192`` ran 0.80-0.98× as fast fused as stepped, and
+    0.99-1.50× at 2048 and 4096; the one-block rnn ran 1.28-1.34× faster fused at 8192. Hence the
+    step path for cells of three or more gate blocks from ``STEP_PATH_MIN_BATCH_HIDDEN`` on. On
+    accelerators the crossover is not measured, and the fused path is kept.
+    """
+    backend = backend or jax.default_backend()
+    hidden, width = jax.eval_shape(form.kernel, params).shape
+    gate_blocks = width // hidden
+    large = batch * hidden >= STEP_PATH_MIN_BATCH_HIDDEN
+    return "step" if backend == "cpu" and gate_blocks >= 3 and large else "fused"
+
+
 def fused_unroll(
     form: ProjectedForm,
     params: Params,

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from recurrax.array_types import Array, Carry, Params
 from recurrax.cells.base import Cell
-from recurrax.fused import fused_unroll
+from recurrax.fused import default_method, fused_unroll
 from recurrax.linear_recurrence import LOG, METHODS, ORDINARY, resolve_method, solve
 from recurrax.timeline import arrange, check_semantics
 from recurrax.validation import check_choice, check_floating, check_positive_int, check_rank
@@ -80,7 +80,9 @@ def unroll(
       method: ``"step"`` runs ``cell.step`` in a ``lax.scan`` and differentiates it by autodiff
         (the reference path, and the only one for cells without another form). Cells with a
         :class:`recurrax.cells.ProjectedForm` (``rnn``, ``lstm``, ``gru``) also have ``"fused"``
-        (their default, :mod:`recurrax.fused`): the same numbers with a faster backward pass.
+        (:mod:`recurrax.fused`): the same numbers with a faster backward pass while the steps are
+        small. Their default is fused, or step for large gated steps on a CPU
+        (:func:`recurrax.fused.default_method`).
         Cells with a :class:`recurrax.cells.LinearForm` (linear recurrences) can run in parallel
         over time through :func:`recurrax.linear_scan`: ``"sequential"``, ``"associative"``,
         ``"chunked"`` or ``"auto"`` (their default). All methods give the same numbers.
@@ -119,7 +121,12 @@ def unroll(
     check_positive_int("unroll", unroll)
     chunk = _remat_chunk(remat, T)
     if method is None:
-        method = "auto" if cell.linear else "fused" if cell.projected else "step"
+        if cell.linear:
+            method = "auto"
+        elif cell.projected:
+            method = default_method(cell.projected, params, B)
+        else:
+            method = "step"
     choices = ("step",) + ("fused",) * bool(cell.projected) + (*METHODS, "auto") * bool(cell.linear)
     check_choice("method", method, choices)
     if chunk_size is not None:
