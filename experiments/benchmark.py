@@ -43,6 +43,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 import recurrax
+from recurrax.fused import default_method
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SHAPES = "32,256,128,256;16,1024,64,128;8,2048,32,64"
@@ -257,6 +258,7 @@ def run_cells(shapes, cell_names, rounds, torch_info):
             params = cell.init(jax.random.key(0), D)
             model = nn.RNN(FLAX_CELLS[cell_name](H))
             variables = model.init(jax.random.key(0), xs)
+            path = default_method(cell.projected, params, B)  # what recurrax's default runs
             for mode in MODES:
                 candidates = {
                     "recurrax": blocking(
@@ -271,7 +273,7 @@ def run_cells(shapes, cell_names, rounds, torch_info):
                 if torch is not None:
                     candidates["torch"] = torch_candidate(torch, cell_name, shape, mode, device)
                 times = median_times(candidates, rounds)
-                result = {"regime": REGIMES.get(shape, "custom"), "shape": shape}
+                result = {"regime": REGIMES.get(shape, "custom"), "shape": shape, "path": path}
                 results.append(result | {"cell": cell_name, "mode": mode, "times": times})
                 progress(f"{shape_text(shape)} {cell_name} {mode}", times)
     return results
@@ -453,14 +455,14 @@ def markdown_table(header, rows):
 
 
 def cells_table(results):
-    header = ["regime", "shape B,T,D,H", "cell", "mode"]
+    header = ["regime", "shape B,T,D,H", "cell", "mode", "default path"]
     header += [f"{c} ms" for c in CANDIDATES]
     header += ["flax/recurrax", "torch/recurrax", "step/recurrax", "matmul/recurrax"]
     rows = []
     for r in results:
         t = r["times"]
         base = t["recurrax"]
-        row = [r["regime"], shape_text(r["shape"]), r["cell"], r["mode"]]
+        row = [r["regime"], shape_text(r["shape"]), r["cell"], r["mode"], r["path"]]
         row += [ms(t[c]) if c in t else "" for c in CANDIDATES]
         row += [ratio_text(t.get(c), base) for c in ("flax", "torch", "recurrax-step", "matmul")]
         rows.append(row)
@@ -589,8 +591,10 @@ READING = (
     "Ratios are time ratios: `flax/recurrax`, `torch/recurrax` and `step/recurrax` above 1 mean "
     "recurrax (default method) is faster. `matmul/recurrax` is the time of one `x @ w` with the "
     "cell's matmul FLOPs (3× for training) over recurrax's time: the fraction of this machine's "
-    "matmul rate that recurrax reaches. Regimes: the first default shape is `throughput`, the "
-    "other two `long-range`; other shapes are `custom`."
+    "matmul rate that recurrax reaches. `default path` is the method `recurrax.unroll` takes by "
+    "default at that shape (`recurrax.fused.default_method`); where it is `step`, `recurrax` and "
+    "`recurrax-step` run the same program, and their ratio shows the run's noise. Regimes: the "
+    "first default shape is `throughput`, the other two `long-range`; other shapes are `custom`."
 )
 
 

@@ -48,7 +48,7 @@ def test_tiny_run_writes_every_section_target_and_measurement(tmp_path):
     for title in [*SECTION_TITLES, *TARGET_ROWS]:
         assert title in text, title
     assert "--shapes=2,6,3,4" in text and "jax " in text and "flax " in text
-    assert "| custom | 2,6,3,4 | lstm | training |" in text
+    assert "| custom | 2,6,3,4 | lstm | training | fused |" in text
     assert "## Targets" in done.stdout and f"wrote {out}" in done.stdout
 
     rows = list(csv.DictReader(open(out.with_suffix(".csv"))))
