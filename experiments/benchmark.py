@@ -11,6 +11,8 @@ Sections (``--sections``, all by default):
   and the compiled step's memory.
 * ``compile``: time to trace and compile a fresh LSTM training step, recurrax and Flax, by length.
 * ``linear``: a training step of one LRU layer and one Mamba block against one LSTM layer.
+* ``paths``: the training step of each cell on the fused path against the step path at each
+  ``--path_shapes`` entry: the crossover behind ``recurrax.fused.default_method``.
 
 A ``Targets`` table closes the report. Every timing is the median over ``--rounds`` rounds, after
 two warm-up calls, with the candidates interleaved within each round; all in float32.
@@ -47,6 +49,7 @@ from recurrax.fused import default_method
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SHAPES = "32,256,128,256;16,1024,64,128;8,2048,32,64"
+PATH_SHAPES = "8,512,128,256;32,512,32,64;16,256,128,256;32,256,64,128;64,256,64,128;32,256,128,256"
 REGIMES = {
     (32, 256, 128, 256): "throughput",
     (16, 1024, 64, 128): "long-range",
@@ -55,7 +58,7 @@ REGIMES = {
 CELLS = {"rnn": recurrax.rnn, "lstm": recurrax.lstm, "gru": recurrax.gru}
 FLAX_CELLS = {"rnn": nn.SimpleCell, "lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-SECTIONS = ("cells", "long", "compile", "linear")
+SECTIONS = ("cells", "long", "compile", "linear", "paths")
 MODES = ("inference", "training")
 CANDIDATES = ("recurrax", "recurrax-step", "flax", "torch", "matmul")
 WARMUP_CALLS = 2
@@ -115,7 +118,9 @@ flags.DEFINE_integer("long_input", 32, "input size of the long and compile secti
 flags.DEFINE_integer("long_hidden", 64, "LSTM size of the long and compile sections", lower_bound=1)
 flags.DEFINE_list("compile_lengths", ["256", "1024", "4096", "16384"], "lengths to compile at")
 flags.DEFINE_integer("linear_length", 4096, "sequence length of the linear section", lower_bound=1)
+flags.DEFINE_string("path_shapes", PATH_SHAPES, "';'-separated shapes of the paths section")
 flags.register_validator("shapes", _valid_shapes)
+flags.register_validator("path_shapes", _valid_shapes)
 flags.register_validator(
     "sections",
     _check(lambda v: bool(v) and set(v) <= set(SECTIONS), f"--sections must be among {SECTIONS}"),
@@ -361,6 +366,26 @@ def run_linear(length, rounds):
     return {"shape": (LINEAR_BATCH, length, LINEAR_WIDTH, LINEAR_WIDTH), "times": times}
 
 
+def run_paths(shapes, rounds):
+    """Training step of each cell on the fused and on the step path, per shape."""
+    results = []
+    for shape in shapes:
+        B, T, D, H = shape
+        xs = jax.random.normal(jax.random.key(1), (B, T, D), jnp.float32)
+        for cell_name, make in CELLS.items():
+            cell = make(H)
+            params = cell.init(jax.random.key(0), D)
+            candidates = {
+                method: blocking(jax.jit(training_step(recurrax_forward(cell, method))), params, xs)
+                for method in ("fused", "step")
+            }
+            times = median_times(candidates, rounds)
+            default = default_method(cell.projected, params, B)
+            results.append({"shape": shape, "cell": cell_name, "default": default, "times": times})
+            progress(f"paths {shape_text(shape)} {cell_name}", times)
+    return results
+
+
 # --------------------------------------------------------------------------------------------
 # Targets
 
@@ -506,11 +531,25 @@ def linear_table(result):
     return markdown_table(["layer", "median ms", "lstm/layer"], rows)
 
 
+def paths_table(results):
+    header = ["shape B,T,D,H", "batch·hidden", "cell", "fused ms", "step ms", "step/fused"]
+    rows = []
+    for r in results:
+        (B, _, _, H), t = r["shape"], r["times"]
+        rows.append([shape_text(r["shape"]), B * H, r["cell"], ms(t["fused"]), ms(t["step"]),
+                     ratio_text(t["step"], t["fused"]), r["default"]])  # fmt: skip
+    note = (
+        "\n\n`step/fused` above 1: the fused path trains faster. `default` is the path "
+        "`recurrax.unroll` takes at that shape (`recurrax.fused.default_method`)."
+    )
+    return markdown_table([*header, "default"], rows) + note
+
+
 def targets_table(rows):
     return markdown_table(["target", "measured", "status"], rows)
 
 
-def csv_rows(cells, long, compiled, linear):
+def csv_rows(cells, long, compiled, linear, paths):
     """One CSV row per measurement."""
     rows = []
 
@@ -534,6 +573,9 @@ def csv_rows(cells, long, compiled, linear):
     if linear is not None:
         for name, seconds in linear["times"].items():
             add("linear", "", linear["shape"], name, "training", "recurrax", seconds)
+    for r in paths or []:
+        for method, seconds in r["times"].items():
+            add("paths", "", r["shape"], r["cell"], "training", method, seconds)
     return rows
 
 
@@ -631,7 +673,7 @@ def main(argv):
     torch_info = load_torch() if "cells" in sections else (None, None, "cells section not run")
     header = header_text(torch_info)
     print(header, flush=True)
-    blocks, cells, long, compiled, linear = [], None, None, None, None
+    blocks, cells, long, compiled, linear, paths = [], None, None, None, None, None
     if "cells" in sections:
         cells = run_cells(parse_shapes(FLAGS.shapes), FLAGS.cells, rounds, torch_info)
         note = f"\n\ntorch: not measured ({torch_info[2]})." if torch_info[0] is None else ""
@@ -646,9 +688,12 @@ def main(argv):
         linear = run_linear(FLAGS.linear_length, rounds)
         title = f"Linear recurrences vs LSTM (training step, shape {shape_text(linear['shape'])})"
         section(blocks, title, linear_table(linear))
+    if "paths" in sections:
+        paths = run_paths(parse_shapes(FLAGS.path_shapes), rounds)
+        section(blocks, "Fused or step path (training step)", paths_table(paths))
     section(blocks, "Targets", targets_table(targets(cells, long, linear, torch_info[2])))
     write_report(out, header, blocks)
-    write_csv(csv_path, csv_rows(cells, long, compiled, linear))
+    write_csv(csv_path, csv_rows(cells, long, compiled, linear, paths))
     print(f"wrote {out} and {csv_path}")
 
 

@@ -16,6 +16,7 @@ TINY = [
     "--long_length=16",
     "--compile_lengths=8,16",
     "--linear_length=16",
+    "--path_shapes=2,6,3,4;3,5,2,4",
     "--torch=false",
 ]
 SECTION_TITLES = [
@@ -23,6 +24,7 @@ SECTION_TITLES = [
     "## Long sequences",
     "## Compile time vs length",
     "## Linear recurrences vs LSTM",
+    "## Fused or step path",
     "## Targets",
 ]
 TARGET_ROWS = [
@@ -62,9 +64,14 @@ def test_tiny_run_writes_every_section_target_and_measurement(tmp_path):
     compiled = {(r["shape"], r["candidate"]) for r in rows if r["section"] == "compile"}
     assert compiled == {(f"8,{T},32,64", k) for T in (8, 16) for k in ("recurrax", "flax")}
     assert {r["cell"] for r in rows if r["section"] == "linear"} == {"lstm", "lru", "mamba"}
+    paths = {(r["shape"], r["cell"], r["candidate"]) for r in rows if r["section"] == "paths"}
+    assert paths == set(product(("2,6,3,4", "3,5,2,4"), ("rnn", "lstm", "gru"), ("fused", "step")))
+    assert "| 3,5,2,4 | 12 | gru |" in text
 
 
-@pytest.mark.parametrize("flag", ["--shapes=1,2,3", "--rounds=0", "--cells=lstm,transformer"])
+@pytest.mark.parametrize(
+    "flag", ["--shapes=1,2,3", "--rounds=0", "--cells=lstm,transformer", "--path_shapes=4,4"]
+)
 def test_bad_flags_exit_with_a_message_naming_the_flag(tmp_path, flag):
     done = run(flag, f"--out={tmp_path / 'never.md'}", timeout=120)
     assert done.returncode != 0
