@@ -69,11 +69,12 @@ def default_method(form: ProjectedForm, params: Params, batch: int, backend: str
 
     The fused backward recomputes each block's two products (a third more matmul FLOPs than
     autodiff of the step loop). That pays while the steps are overhead-bound and costs once they
-    are compute-bound. Measured on the 2-core CPU of ``BENCHMARKS.md`` (training steps, T = 256
-    and 512): LSTM and GRU at ``batch·hidden = 8192`` ran 0.80-0.98× as fast fused as stepped, and
-    0.99-1.50× at 2048 and 4096; the one-block rnn ran 1.28-1.34× faster fused at 8192. Hence the
-    step path for cells of three or more gate blocks from ``STEP_PATH_MIN_BATCH_HIDDEN`` on. On
-    accelerators the crossover is not measured, and the fused path is kept.
+    are compute-bound. Measured by the paths section of ``experiments/benchmark.py`` on the 2-core
+    CPU of ``BENCHMARKS.md`` (training steps, T = 256 and 512): at ``batch·hidden = 8192`` the
+    step path took 0.85-1.05× the fused path's time for LSTM and GRU, against 1.01-1.63× at 2048
+    and 4096; for the one-block rnn it took 1.32-1.41× at 8192. Hence the step path for
+    cells of three or more gate blocks from ``STEP_PATH_MIN_BATCH_HIDDEN`` on. On accelerators the
+    crossover is not measured, and the fused path is kept.
     """
     backend = backend or jax.default_backend()
     hidden, width = jax.eval_shape(form.kernel, params).shape
@@ -285,8 +286,8 @@ def _recur_bwd(form, unroll, residuals, g_carries):
 
         # Each step re-evaluates its gates from the block's products and pulls back through
         # them, reading only the carry, hW and zx slices. Evaluating every step's pullback for
-        # the whole block beforehand leaves a dozen residual slices for each step to read, and
-        # measured 5-10% slower on the 2-core CPU of BENCHMARKS.md.
+        # the whole block beforehand would leave a dozen residual slices for each step to read,
+        # which costs more on a CPU than the elementwise recomputation.
         (g, g_gate_params, g_reset), (g_hWs, g_zx) = jax.lax.scan(
             step,
             (g, zeros(gate_params), g_reset),
