@@ -532,7 +532,15 @@ def linear_table(result):
 
 
 def paths_table(results):
-    header = ["shape B,T,D,H", "batch·hidden", "cell", "fused ms", "step ms", "step/fused"]
+    header = [
+        "shape B,T,D,H",
+        "batch·hidden",
+        "cell",
+        "fused ms",
+        "step ms",
+        "step/fused",
+        "default",
+    ]
     rows = []
     for r in results:
         (B, _, _, H), t = r["shape"], r["times"]
@@ -542,7 +550,7 @@ def paths_table(results):
         "\n\n`step/fused` above 1: the fused path trains faster. `default` is the path "
         "`recurrax.unroll` takes at that shape (`recurrax.fused.default_method`)."
     )
-    return markdown_table([*header, "default"], rows) + note
+    return markdown_table(header, rows) + note
 
 
 def targets_table(rows):
