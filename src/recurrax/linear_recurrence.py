@@ -257,6 +257,27 @@ def _sequential(ring, unroll, a, b, reverse=False):
     return jax.lax.scan(step, init, (a, b), unroll=unroll, reverse=reverse)[1]
 
 
+def _sequential_in_place(a, b, unroll, reverse=False):
+    """The ordinary sequential scan, writing each state into a preallocated ``(T, N)`` buffer.
+
+    Same numbers as :func:`_sequential`. Under ``vmap`` the loop reads and writes the batched
+    arrays in place along their time axis, where ``lax.scan`` would first move time to the front
+    of every input and move it back in the output: two full transposes that cost XLA:CPU three
+    times the recurrence itself. Not for autodiff (the carried buffer would be saved every step);
+    :func:`_sequential_with_reverse_vjp` differentiates it.
+    """
+    T = a.shape[0]
+
+    def step(i, carry):
+        h, hs = carry
+        t = T - 1 - i if reverse else i
+        h = a[t] * h + b[t]
+        return h, jax.lax.dynamic_update_index_in_dim(hs, h, t, axis=0)
+
+    init = (jnp.zeros_like(b[0]), jnp.zeros_like(b))
+    return jax.lax.fori_loop(0, T, step, init, unroll=unroll)[1]
+
+
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _sequential_with_reverse_vjp(a, b, unroll):
     r"""The sequential scan, differentiated by a second linear scan run backwards in time.
@@ -268,18 +289,18 @@ def _sequential_with_reverse_vjp(a, b, unroll):
     Autodiff of ``lax.scan`` would instead save and replay every step's residuals; this keeps
     only ``a`` and the states and does the backward pass as one more scan plus elementwise work.
     """
-    return _sequential(ORDINARY, unroll, a, b)
+    return _sequential_in_place(a, b, unroll)
 
 
 def _sequential_forward(a, b, unroll):
-    hs = _sequential(ORDINARY, unroll, a, b)
+    hs = _sequential_in_place(a, b, unroll)
     return hs, (a, hs)
 
 
 def _sequential_backward(unroll, residuals, g):
     a, hs = residuals
     a_next = jnp.concatenate([a[1:], jnp.zeros_like(a[:1])])
-    delta = _sequential(ORDINARY, unroll, a_next, g, reverse=True)
+    delta = _sequential_in_place(a_next, g, unroll, reverse=True)
     h_prev = jnp.concatenate([jnp.zeros_like(hs[:1]), hs[:-1]])
     return delta * h_prev, delta
 

@@ -151,7 +151,9 @@ def lru(
         theta = jnp.exp(params["theta_log"].astype(rdt))
         lam = jnp.exp(jax.lax.complex(-nu, theta))
         gamma = jnp.exp(params["gamma_log"].astype(rdt))
-        return lam, gamma
+        # Computed once: left to itself XLA fuses these exponentials (a complex exp is an exp, a
+        # sine and a cosine) into every element of the (T, N) arrays they are broadcast to.
+        return jax.lax.optimization_barrier((lam, gamma))
 
     def input_term(params, xs, gamma, rdt):
         """γ ⊙ (B x) for ``xs`` (..., H), as two real matmuls (B is complex, x real)."""
