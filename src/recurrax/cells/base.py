@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal, NamedTuple
 
+import jax
 import jax.numpy as jnp
 
 from recurrax.array_types import Array, Carry, Key, Params
@@ -181,3 +182,19 @@ def complex_dtype(dtype) -> jnp.dtype:
 def real_dtype(dtype) -> jnp.dtype:
     """float64 for complex128 / float64 states, float32 otherwise: the dtype the maths runs in."""
     return jnp.dtype(jnp.float64 if complex_dtype(dtype) == jnp.complex128 else jnp.float32)
+
+
+def computed_once(tree):
+    """``tree`` unchanged, but computed once instead of inside every element it is broadcast to.
+
+    XLA fuses a small elementwise computation into each consumer, so coefficients of shape
+    ``(N,)`` (a complex exponential is an exp, a sine and a cosine) broadcast to ``(T, N)`` are
+    recomputed ``T`` times; on a CPU that cost the LRU's forward pass more than its recurrence.
+    XLA:CPU drops ``optimization_barrier``, but it evaluates a conditional on its own. The
+    predicate is always true (``v == v`` fails only for NaN), so the zeros branch never runs;
+    XLA cannot prove it, and keeps the conditional. Under a ``vmap`` that batches the tree the
+    conditional becomes a select: the values are the same, only the fusion returns.
+    """
+    leaf = jax.tree.leaves(tree)[0].ravel()[0]
+    always = (leaf == leaf) | jnp.isnan(leaf)
+    return jax.lax.cond(always, lambda t: t, lambda t: jax.tree.map(jnp.zeros_like, t), tree)

@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 
 from recurrax.array_types import Array
-from recurrax.cells.base import Cell, LinearForm, complex_dtype, real_dtype
+from recurrax.cells.base import Cell, LinearForm, complex_dtype, computed_once, real_dtype
+from recurrax.cells.complex_diagonal import complex_input, real_output
 from recurrax.validation import check_choice, check_input_size, check_positive_int
 
 
@@ -151,22 +152,17 @@ def lru(
         theta = jnp.exp(params["theta_log"].astype(rdt))
         lam = jnp.exp(jax.lax.complex(-nu, theta))
         gamma = jnp.exp(params["gamma_log"].astype(rdt))
-        # Computed once: left to itself XLA fuses these exponentials (a complex exp is an exp, a
-        # sine and a cosine) into every element of the (T, N) arrays they are broadcast to.
-        return jax.lax.optimization_barrier((lam, gamma))
+        return lam, gamma
 
     def input_term(params, xs, gamma, rdt):
-        """γ ⊙ (B x) for ``xs`` (..., H), as two real matmuls (B is complex, x real)."""
-        scale = jnp.broadcast_to(gamma, (*xs.shape[:-1], N))
-        re = (xs @ params["B_re"].astype(rdt).T) * scale
-        im = (xs @ params["B_im"].astype(rdt).T) * scale
-        return jax.lax.complex(re, im)
+        """γ ⊙ (B x) for ``xs`` (..., H)."""
+        b_re, b_im = params["B_re"].astype(rdt), params["B_im"].astype(rdt)
+        return complex_input(xs, b_re, b_im, gamma)
 
     def output(params, hs, xs, rdt):
         """Re(C h) + D ⊙ x for ``hs`` (..., N) and ``xs`` (..., H)."""
-        c_re, c_im = params["C_re"].astype(rdt), params["C_im"].astype(rdt)
-        d = jnp.broadcast_to(params["D"].astype(rdt), xs.shape)
-        return jnp.real(hs) @ c_re.T - jnp.imag(hs) @ c_im.T + d * xs
+        p = {k: params[k].astype(rdt) for k in ("C_re", "C_im", "D")}
+        return real_output(hs, xs, p["C_re"], p["C_im"], p["D"])
 
     def step(params, carry, x):
         h = carry.h
@@ -181,7 +177,7 @@ def lru(
         del valid, starts  # the only state is h, which the engine freezes and resets itself
         rdt = real_dtype(carry0.h.dtype)
         xs = xs.astype(rdt)
-        lam, gamma = coefficients(params, rdt)
+        lam, gamma = computed_once(coefficients(params, rdt))  # not once per element of a and b
         a = jnp.broadcast_to(lam, (xs.shape[0], N))
         b = input_term(params, xs, gamma, rdt)
         return a, b, xs

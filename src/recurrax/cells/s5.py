@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from recurrax.array_types import Array
-from recurrax.cells.base import Cell, LinearForm, complex_dtype, real_dtype
+from recurrax.cells.base import Cell, LinearForm, complex_dtype, computed_once, real_dtype
+from recurrax.cells.complex_diagonal import complex_input, real_output
 from recurrax.validation import check_choice, check_input_size, check_positive_int
 
 INITS = ("lin", "real", "legs")
@@ -238,15 +239,14 @@ def s5(
         return (1 + z / 2) / denom, dt_c / denom
 
     def input_term(params, xs, coef, rdt):
-        """κ ⊙ (B x) for ``xs`` (..., H): two real matmuls (B is complex, x real), then κ."""
-        bx = jax.lax.complex(xs @ params["B_re"].astype(rdt).T, xs @ params["B_im"].astype(rdt).T)
-        return jnp.broadcast_to(coef, bx.shape) * bx
+        """κ ⊙ (B x) for ``xs`` (..., H)."""
+        b_re, b_im = params["B_re"].astype(rdt), params["B_im"].astype(rdt)
+        return complex_input(xs, b_re, b_im, coef)
 
     def output(params, hs, xs, rdt):
         """c·Re(C h) + D ⊙ x for ``hs`` (..., P) and ``xs`` (..., H)."""
-        c_re, c_im = params["C_re"].astype(rdt), params["C_im"].astype(rdt)
-        d = jnp.broadcast_to(params["D"].astype(rdt), xs.shape)
-        return scale * (jnp.real(hs) @ c_re.T - jnp.imag(hs) @ c_im.T) + d * xs
+        p = {k: params[k].astype(rdt) for k in ("C_re", "C_im", "D")}
+        return real_output(hs, xs, p["C_re"], p["C_im"], p["D"], scale)
 
     def step(params, carry, x):
         h = carry.h
@@ -261,7 +261,7 @@ def s5(
         del valid, starts  # the only state is h, which the engine freezes and resets itself
         rdt = real_dtype(carry0.h.dtype)
         xs = xs.astype(rdt)
-        a_bar, coef = discretise(params, rdt)
+        a_bar, coef = computed_once(discretise(params, rdt))  # not once per element of a and b
         a = jnp.broadcast_to(a_bar, (xs.shape[0], P))
         return a, input_term(params, xs, coef, rdt), xs
 
