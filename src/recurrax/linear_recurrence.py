@@ -258,24 +258,23 @@ def _sequential(ring, unroll, a, b, reverse=False):
 
 
 def _sequential_in_place(a, b, unroll, reverse=False):
-    """The ordinary sequential scan, writing each state into a preallocated ``(T, N)`` buffer.
+    """The ordinary sequential scan, solved in place in the buffer of ``b``.
 
-    Same numbers as :func:`_sequential`. Under ``vmap`` the loop reads and writes the batched
-    arrays in place along their time axis, where ``lax.scan`` would first move time to the front
-    of every input and move it back in the output: two full transposes that cost XLA:CPU three
-    times the recurrence itself. Not for autodiff (the carried buffer would be saved every step);
-    :func:`_sequential_with_reverse_vjp` differentiates it.
+    Same numbers as :func:`_sequential`. Since :math:`h_{-1} = 0`, the first state is
+    :math:`b_0`; each later step overwrites :math:`b_t` with :math:`a_t h_{t-1} + b_t`. Under
+    ``vmap`` the loop reads and writes the batched arrays along their time axis, where ``lax.scan``
+    would first move time to the front of every input and move it back in the output: two full
+    transposes that cost XLA:CPU three times the recurrence itself. Not for autodiff (the carried
+    buffer would be saved every step); :func:`_sequential_with_reverse_vjp` differentiates it.
     """
     T = a.shape[0]
 
-    def step(i, carry):
-        h, hs = carry
-        t = T - 1 - i if reverse else i
-        h = a[t] * h + b[t]
-        return h, jax.lax.dynamic_update_index_in_dim(hs, h, t, axis=0)
+    def step(i, hs):
+        t, prev = (T - 1 - i, T - i) if reverse else (i, i - 1)
+        h = a[t] * hs[prev] + hs[t]
+        return jax.lax.dynamic_update_index_in_dim(hs, h, t, axis=0)
 
-    init = (jnp.zeros_like(b[0]), jnp.zeros_like(b))
-    return jax.lax.fori_loop(0, T, step, init, unroll=unroll)[1]
+    return jax.lax.fori_loop(1, T, step, b, unroll=unroll)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
