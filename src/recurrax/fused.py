@@ -69,12 +69,12 @@ def default_method(form: ProjectedForm, params: Params, batch: int, backend: str
 
     The fused backward recomputes each block's two products (a third more matmul FLOPs than
     autodiff of the step loop). That pays while the steps are overhead-bound and costs once they
-    are compute-bound. Measured by the paths section of ``experiments/benchmark.py`` on the 2-core
-    CPU of ``BENCHMARKS.md`` (training steps, T = 256 and 512): at ``batch·hidden = 8192`` the
-    step path took 0.85-1.05× the fused path's time for LSTM and GRU, against 1.01-1.63× at 2048
-    and 4096; for the one-block rnn it took 1.32-1.41× at 8192. Hence the step path for
-    cells of three or more gate blocks from ``STEP_PATH_MIN_BATCH_HIDDEN`` on. On accelerators the
-    crossover is not measured, and the fused path is kept.
+    are compute-bound. Measured by the paths section of ``experiments/benchmark.py`` on two 2-core
+    CPUs (AMD EPYC and Intel Xeon, 2026-12-01; training steps, T = 256 and 512): at
+    ``batch·hidden = 8192`` the step path took 0.80-1.05× the fused path's time for LSTM and GRU,
+    against 1.01-1.89× at 2048 and 4096; for the one-block rnn it took 1.29-1.41× at 8192. Hence
+    the step path for cells of three or more gate blocks from ``STEP_PATH_MIN_BATCH_HIDDEN`` on.
+    On accelerators the crossover is not measured, and the fused path is kept.
     """
     backend = backend or jax.default_backend()
     hidden, width = jax.eval_shape(form.kernel, params).shape
