@@ -24,9 +24,10 @@ from recurrax.array_types import Array
 from recurrax.projection import project
 
 
-def complex_input(xs: Array, b_re: Array, b_im: Array, coef: Array) -> Array:
-    """``coef ⊙ (B x)`` ``(..., N)`` complex, for real ``xs`` ``(..., H)``, ``B`` ``(N, H)`` and
-    ``coef`` ``(N,)`` real or complex."""
+def complex_input(params, xs: Array, coef: Array, dtype) -> Array:
+    """``coef ⊙ (B x)`` ``(..., N)`` complex, for real ``xs`` ``(..., H)``, ``B`` ``(N, H)`` from
+    ``params["B_re"]`` and ``params["B_im"]``, and ``coef`` ``(N,)`` real or complex."""
+    b_re, b_im = params["B_re"].astype(dtype), params["B_im"].astype(dtype)
     n = b_re.shape[0]
     coef_re, coef_im = jnp.real(coef)[:, None], jnp.imag(coef)[:, None]
     w_re = coef_re * b_re - coef_im * b_im  # Re(κ B)
@@ -35,9 +36,10 @@ def complex_input(xs: Array, b_re: Array, b_im: Array, coef: Array) -> Array:
     return jax.lax.complex(u[..., :n], u[..., n:])
 
 
-def real_output(hs: Array, xs: Array, c_re: Array, c_im: Array, d: Array, scale=1.0) -> Array:
+def real_output(params, hs: Array, xs: Array, dtype, scale=1.0) -> Array:
     """``scale · Re(C h) + D ⊙ x`` ``(..., H)`` for complex ``hs`` ``(..., N)`` and ``xs``
-    ``(..., H)``."""
+    ``(..., H)``, with ``C`` from ``params["C_re"]``, ``params["C_im"]`` and ``D`` ``params["D"]``."""
     parts = jnp.concatenate([jnp.real(hs), jnp.imag(hs)], axis=-1)
-    w = jnp.concatenate([c_re, -c_im], axis=1)
-    return project(parts, scale * w) + jnp.broadcast_to(d, xs.shape) * xs
+    w = jnp.concatenate([params["C_re"], -params["C_im"]], axis=1).astype(dtype)
+    d = jnp.broadcast_to(params["D"].astype(dtype), xs.shape)
+    return project(parts, scale * w) + d * xs

@@ -154,23 +154,13 @@ def lru(
         gamma = jnp.exp(params["gamma_log"].astype(rdt))
         return lam, gamma
 
-    def input_term(params, xs, gamma, rdt):
-        """γ ⊙ (B x) for ``xs`` (..., H)."""
-        b_re, b_im = params["B_re"].astype(rdt), params["B_im"].astype(rdt)
-        return complex_input(xs, b_re, b_im, gamma)
-
-    def output(params, hs, xs, rdt):
-        """Re(C h) + D ⊙ x for ``hs`` (..., N) and ``xs`` (..., H)."""
-        p = {k: params[k].astype(rdt) for k in ("C_re", "C_im", "D")}
-        return real_output(hs, xs, p["C_re"], p["C_im"], p["D"])
-
     def step(params, carry, x):
         h = carry.h
         rdt = real_dtype(h.dtype)
         x = x.astype(rdt)
         lam, gamma = coefficients(params, rdt)
-        h = lam * h + input_term(params, x, gamma, rdt)
-        return LRUState(h), output(params, h, x, rdt)
+        h = lam * h + complex_input(params, x, gamma, rdt)
+        return LRUState(h), real_output(params, h, x, rdt)
 
     def prepare(params, xs, valid, starts, carry0, reset_carry):
         del reset_carry  # all of the state is h, which the engine resets
@@ -179,12 +169,12 @@ def lru(
         xs = xs.astype(rdt)
         lam, gamma = computed_once(coefficients(params, rdt))  # not once per element of a and b
         a = jnp.broadcast_to(lam, (xs.shape[0], N))
-        b = input_term(params, xs, gamma, rdt)
+        b = complex_input(params, xs, gamma, rdt)
         return a, b, xs
 
     def finish(params, hs, xs):
         rdt = real_dtype(hs.dtype)
-        return output(params, hs, xs, rdt), LRUState(hs)
+        return real_output(params, hs, xs, rdt), LRUState(hs)
 
     def param_count(input_size, biases=None):
         check_choice("biases", biases, (None, "one", "two"))

@@ -238,23 +238,13 @@ def s5(
         denom = 1 - z / 2
         return (1 + z / 2) / denom, dt_c / denom
 
-    def input_term(params, xs, coef, rdt):
-        """κ ⊙ (B x) for ``xs`` (..., H)."""
-        b_re, b_im = params["B_re"].astype(rdt), params["B_im"].astype(rdt)
-        return complex_input(xs, b_re, b_im, coef)
-
-    def output(params, hs, xs, rdt):
-        """c·Re(C h) + D ⊙ x for ``hs`` (..., P) and ``xs`` (..., H)."""
-        p = {k: params[k].astype(rdt) for k in ("C_re", "C_im", "D")}
-        return real_output(hs, xs, p["C_re"], p["C_im"], p["D"], scale)
-
     def step(params, carry, x):
         h = carry.h
         rdt = real_dtype(h.dtype)
         x = x.astype(rdt)
         a_bar, coef = discretise(params, rdt)
-        h = a_bar * h + input_term(params, x, coef, rdt)
-        return S5State(h), output(params, h, x, rdt)
+        h = a_bar * h + complex_input(params, x, coef, rdt)
+        return S5State(h), real_output(params, h, x, rdt, scale)
 
     def prepare(params, xs, valid, starts, carry0, reset_carry):
         del reset_carry  # all of the state is h, which the engine resets
@@ -263,10 +253,10 @@ def s5(
         xs = xs.astype(rdt)
         a_bar, coef = computed_once(discretise(params, rdt))  # not once per element of a and b
         a = jnp.broadcast_to(a_bar, (xs.shape[0], P))
-        return a, input_term(params, xs, coef, rdt), xs
+        return a, complex_input(params, xs, coef, rdt), xs
 
     def finish(params, hs, xs):
-        return output(params, hs, xs, real_dtype(hs.dtype)), S5State(hs)
+        return real_output(params, hs, xs, real_dtype(hs.dtype), scale), S5State(hs)
 
     def param_count(input_size, biases=None):
         check_choice("biases", biases, (None, "one", "two"))
