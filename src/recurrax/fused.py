@@ -190,7 +190,11 @@ def _step(form, valid, gate_params, carry_in, hW, zx):
 
 
 def _forward(form, unroll, params, xs, carry0, reset_carry, valid, starts):
-    """The carries ``(N, block, B, ...)`` of blocked inputs ``xs (N, block, B, D)``."""
+    """The carries ``(N, block, B, ...)`` of blocked inputs ``xs (N, block, B, D)``.
+
+    One loop over all ``N·block`` steps: the blocks only serve the backward pass, and a loop
+    nested in a loop costs a CPU more per step.
+    """
     kernel = form.kernel(params)
     gate_params = form.gate_params(params)
 
@@ -202,11 +206,10 @@ def _forward(form, unroll, params, xs, carry0, reset_carry, valid, starts):
         out = _step(form, valid_t, gate_params, carry_in, hW, zx_t)
         return out, out
 
-    def block(carry, inputs):
-        return jax.lax.scan(step, carry, inputs, unroll=unroll)
-
-    _, carries = jax.lax.scan(block, carry0, (xs, valid, starts))
-    return carries
+    N, block = xs.shape[:2]
+    inputs = jax.tree.map(_unblock, (xs, valid, starts))
+    _, carries = jax.lax.scan(step, carry0, inputs, unroll=unroll)
+    return jax.tree.map(lambda a: a.reshape((N, block, *a.shape[1:])), carries)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
