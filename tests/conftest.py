@@ -1,8 +1,17 @@
 """Test configuration: strict dtype and rank promotion, float64 available, and a tree comparison helper."""
 
 import gc
+import os
 import sys
 from pathlib import Path
+
+# The tests check numbers, not speed, and most of their time is compiling: XLA's backend
+# optimisation level 0 skips LLVM's optimisation of the generated code (the HLO passes, fusion and
+# buffer assignment, which the memory and program-structure tests read, are unchanged). Set before
+# JAX starts its backend; subprocesses started by the tests inherit it.
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]
+).strip()
 
 import jax
 import numpy as np

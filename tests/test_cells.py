@@ -288,7 +288,7 @@ def test_check_grads_float64(name, key):
         carry, ys = recurrax.unroll(cell, params, xs, lengths=jnp.array([4, 2]))
         return jnp.sum(ys**2) + sum(jnp.sum(leaf) for leaf in jax.tree.leaves(carry))
 
-    check_grads(loss, (params, xs), order=2, modes=["rev"], atol=1e-5, rtol=1e-5)
+    check_grads(jax.jit(loss), (params, xs), order=2, modes=["rev"], atol=1e-5, rtol=1e-5)
 
 
 # --- bad constructor arguments ---------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """The fused path of the classic cells equals the reference step path: values and gradients (float64)
 under every semantic, for every variant that has a projected form."""
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,10 +73,18 @@ SEMANTICS = {
 }
 
 
-CASES = [(semantics, reverse, None) for semantics in SEMANTICS for reverse in (False, True)] + [
-    ("all", False, 4),
+# The default run covers each way the fused path handles the flags (none, valid steps only, valid
+# steps and starts), both directions and remat; the other combinations run with `-m slow`.
+DEFAULT_CASES = {
+    ("plain", False, None),
+    ("lengths", True, None),
+    ("all", False, None),
     ("all", True, 4),
-    ("plain", False, 4),
+}
+CASES = [
+    pytest.param(*case, marks=() if case in DEFAULT_CASES else pytest.mark.slow)
+    for case in [(semantics, reverse, None) for semantics in SEMANTICS for reverse in (False, True)]
+    + [("all", False, 4), ("all", True, 4), ("plain", False, 4)]
 ]
 
 
@@ -101,13 +111,15 @@ def test_fused_equals_step_values_and_gradients(name, semantics, reverse, remat)
             **SEMANTICS[semantics],
         )
 
-    assert_trees_close(run("fused", params, xs, h0, to), run("step", params, xs, h0, to))
-    grads = {
-        method: jax.grad(lambda *a, m=method: loss_terms(run(m, *a)), argnums=(0, 1, 2, 3))(
-            params, xs, h0, to
-        )
-        for method in ("step", "fused")
-    }
+    @jax.jit  # both paths, values and gradients, in one program: one compilation per case
+    def outputs_and_grads(*args):
+        methods = ("step", "fused")
+        outputs = {m: run(m, *args) for m in methods}
+        grad = partial(jax.grad, argnums=(0, 1, 2, 3))
+        return outputs, {m: grad(lambda *a, m=m: loss_terms(run(m, *a)))(*args) for m in methods}
+
+    outputs, grads = outputs_and_grads(params, xs, h0, to)
+    assert_trees_close(outputs["fused"], outputs["step"])
     assert_trees_close(grads["fused"], grads["step"], rtol=1e-10, atol=1e-12)
     # The gradient reaches every parameter (none of them is silently dropped by the fused VJP).
     for path, g in jax.tree_util.tree_leaves_with_path(grads["fused"][0]):

@@ -21,8 +21,9 @@ def inputs(seed=1, features=D):
 def test_bidirectional_equals_two_unrolls_and_padded_equals_alone(merge):
     layer = recurrax.bidirectional(recurrax.lstm(H), recurrax.gru(H), merge=merge)
     params = layer.init(jax.random.key(0), D)
+    apply = jax.jit(layer.apply)  # one compilation per shape instead of one per operation
     xs = inputs()
-    carry, ys = layer.apply(params, xs, lengths=LENGTHS)
+    carry, ys = apply(params, xs, lengths=LENGTHS)
     f_carry, f_ys = recurrax.unroll(
         recurrax.lstm(H), params["forward"]["cell"], xs, lengths=LENGTHS
     )
@@ -34,7 +35,7 @@ def test_bidirectional_equals_two_unrolls_and_padded_equals_alone(merge):
     assert_trees_close(carry, recurrax.BidirectionalState(f_carry, b_carry))
     assert layer.output_size == ys.shape[-1]
     for b, L in enumerate(LENGTHS):
-        alone_carry, alone = layer.apply(params, xs[b : b + 1, :L])
+        alone_carry, alone = apply(params, xs[b : b + 1, :L])
         assert_trees_close(ys[b : b + 1, :L], alone)
         np.testing.assert_array_equal(ys[b, L:], 0.0)
         assert_trees_close(jax.tree.map(lambda a: a[b : b + 1], carry), alone_carry)
@@ -74,8 +75,9 @@ def test_stacked_equals_manual_composition_with_residuals(bidirectional_merge):
     cells = [recurrax.lstm(H), recurrax.gru(H), recurrax.rnn(H)]
     layer = recurrax.stacked(cells, residual=True, bidirectional_merge=bidirectional_merge)
     params = layer.init(jax.random.key(0), D)
+    apply = jax.jit(layer.apply)  # one compilation per shape instead of one per operation
     xs = inputs()
-    carries, ys = layer.apply(params, xs, lengths=LENGTHS)
+    carries, ys = apply(params, xs, lengths=LENGTHS)
     u = xs
     for i, cell in enumerate(cells):
         sub = (
@@ -88,7 +90,7 @@ def test_stacked_equals_manual_composition_with_residuals(bidirectional_merge):
         u = y + u if y.shape[-1] == u.shape[-1] else y  # layer 0 changes size: no residual
     assert_trees_close(ys, u)
     for b, L in enumerate(LENGTHS):
-        assert_trees_close(ys[b : b + 1, :L], layer.apply(params, xs[b : b + 1, :L])[1])
+        assert_trees_close(ys[b : b + 1, :L], apply(params, xs[b : b + 1, :L])[1])
 
 
 @pytest.mark.parametrize("bidirectional_merge", [None, "sum"])

@@ -1,6 +1,7 @@
 """The linear-recurrence engine: every method equals a plain loop, with every semantic rule."""
 
 import itertools
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -128,7 +129,7 @@ def test_gradients_agree_across_methods_and_check_grads(dtype, reverse):
         assert_trees_close(grads[m], grads["sequential"], rtol=1e-10, atol=1e-12)
     for m in METHODS:
         check_grads(
-            lambda a, b, h0: loss(a, b, h0, m),
+            jax.jit(partial(loss, method=m)),
             (a, b, h0),
             order=1,
             modes=["rev"],
@@ -197,13 +198,13 @@ def test_log_space_equals_ordinary_arithmetic(reverse):
 
 
 def test_remat_bounds_training_memory():
-    a = jnp.full((1, 8192, 64), 0.9, jnp.float32)
-    b = jnp.ones((1, 8192, 64), jnp.float32)
+    a = jnp.full((1, 2048, 64), 0.9, jnp.float32)
+    b = jnp.ones((1, 2048, 64), jnp.float32)
 
     def temp_bytes(method, remat):
         def loss(a, b):
             return jnp.sum(
-                recurrax.linear_scan(a, b, method=method, chunk_size=256, remat=remat)[1] ** 2
+                recurrax.linear_scan(a, b, method=method, chunk_size=128, remat=remat)[1] ** 2
             )
 
         compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(a, b).compile()
@@ -212,9 +213,10 @@ def test_remat_bounds_training_memory():
     # Chunked + remat keeps one state per chunk plus one chunk's intermediates: about the size of
     # the inputs and outputs themselves, well under the associative tree's O(T log T).
     bounded = temp_bytes("chunked", True)
+    tree = temp_bytes("associative", False)
     assert bounded * 2 < temp_bytes("chunked", False)
-    assert bounded * 2 < temp_bytes("associative", False)
-    assert temp_bytes("sequential", False) * 2 < temp_bytes("associative", False)
+    assert bounded * 2 < tree
+    assert temp_bytes("sequential", False) * 2 < tree
 
 
 @pytest.mark.slow  # ~25 s; every linear cell checks bfloat16 at length 4096 by default
