@@ -206,10 +206,9 @@ def _forward(form, unroll, params, xs, carry0, reset_carry, valid, starts):
         out = _step(form, valid_t, gate_params, carry_in, hW, zx_t)
         return out, out
 
-    N, block = xs.shape[:2]
     inputs = jax.tree.map(_unblock, (xs, valid, starts))
     _, carries = jax.lax.scan(step, carry0, inputs, unroll=unroll)
-    return jax.tree.map(lambda a: a.reshape((N, block, *a.shape[1:])), carries)
+    return _blocks(carries, xs.shape[1])
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
