@@ -411,7 +411,30 @@ def cell_target(cell_results, regime, mode, rival, threshold, missing):
     if found is None:
         return f"not measured: no {regime} shape in --shapes", "not measured"
     ratio, text = found
-    return text, "met" if ratio >= threshold else "not met"
+    return text + below_yardstick(cell_results, regime, mode, rival, threshold), (
+        "met" if ratio >= threshold else "not met"
+    )
+
+
+def below_yardstick(cell_results, regime, mode, rival, threshold):
+    """The rows that miss the target, and those among them where it asks for less time than one
+    matmul of the same FLOPs takes: a loop of the same products cannot meet it at this machine's
+    matmul rate."""
+    rows = [r for r in cell_results if r["regime"] == regime and r["mode"] == mode]
+    rows = [r for r in rows if rival in r["times"] and "matmul" in r["times"]]
+    short = [r for r in rows if r["times"][rival] / r["times"]["recurrax"] < threshold]
+    if not short:
+        return ""
+    needs = [(r, r["times"][rival] / threshold) for r in short]
+    below = [(r, need) for r, need in needs if need < r["times"]["matmul"]]
+    text = f"; {len(short)} of {len(rows)} rows short"
+    if below:
+        text += ", where it needs less time than the same-FLOP matmul: " + ", ".join(
+            f"{r['cell']} at {shape_text(r['shape'])} (needs ≤{ms(need)} ms, matmul "
+            f"{ms(r['times']['matmul'])} ms)"
+            for r, need in below
+        )
+    return text
 
 
 def remat_target(long_result):

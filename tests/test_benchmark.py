@@ -77,3 +77,21 @@ def test_bad_flags_exit_with_a_message_naming_the_flag(tmp_path, flag):
     assert done.returncode != 0
     assert flag.split("=")[0] in done.stderr
     assert not (tmp_path / "never.md").exists()
+
+
+def test_targets_name_the_rows_that_would_need_more_than_the_matmul_rate():
+    from experiments import benchmark
+
+    def row(cell, recurrax, flax, matmul):
+        times = {"recurrax": recurrax, "flax": flax, "matmul": matmul}
+        return {"regime": "long-range", "mode": "inference", "cell": cell, "shape": (1, 2, 3, 4),
+                "times": times}  # fmt: skip
+
+    rows = [row("rnn", 1.0, 2.0, 0.1), row("lstm", 1.0, 1.2, 0.1), row("gru", 1.0, 1.2, 0.9)]
+    measured, status = benchmark.cell_target(rows, "long-range", "inference", "flax", 1.5, None)
+    assert status == "not met"
+    assert measured.startswith("1.20× (worst: lstm at 1,2,3,4); 2 of 3 rows short")
+    # gru needs 1.2 / 1.5 = 0.8 s, less than its 0.9 s matmul; lstm's 0.8 s is above 0.1 s.
+    assert measured.endswith("matmul: gru at 1,2,3,4 (needs ≤800.000 ms, matmul 900.000 ms)")
+    measured, status = benchmark.cell_target(rows, "long-range", "inference", "flax", 1.1, None)
+    assert (measured, status) == ("1.20× (worst: lstm at 1,2,3,4)", "met")
