@@ -390,14 +390,27 @@ def run_paths(shapes, rounds):
 # Targets
 
 
+def rows_against(cell_results, regime, mode, rival):
+    """The cells-section rows of ``regime`` and ``mode`` in which ``rival`` was timed."""
+    return [
+        r
+        for r in cell_results
+        if r["regime"] == regime and r["mode"] == mode and rival in r["times"]
+    ]
+
+
+def speedup(row, rival):
+    """``rival/recurrax`` time ratio of one row."""
+    return row["times"][rival] / row["times"]["recurrax"]
+
+
 def worst_ratio(cell_results, regime, mode, rival):
     """Smallest ``rival/recurrax`` time ratio over the cells and shapes of ``regime``."""
-    rows = [r for r in cell_results if r["regime"] == regime and r["mode"] == mode]
-    rows = [r for r in rows if rival in r["times"]]
+    rows = rows_against(cell_results, regime, mode, rival)
     if not rows:
         return None
-    worst = min(rows, key=lambda r: r["times"][rival] / r["times"]["recurrax"])
-    ratio = worst["times"][rival] / worst["times"]["recurrax"]
+    worst = min(rows, key=lambda r: speedup(r, rival))
+    ratio = speedup(worst, rival)
     return ratio, f"{ratio:.2f}× (worst: {worst['cell']} at {shape_text(worst['shape'])})"
 
 
@@ -420,19 +433,17 @@ def below_yardstick(cell_results, regime, mode, rival, threshold):
     """The rows that miss the target, and those among them where it asks for less time than one
     matmul of the same FLOPs takes: a loop of the same products cannot meet it at this machine's
     matmul rate."""
-    rows = [r for r in cell_results if r["regime"] == regime and r["mode"] == mode]
-    rows = [r for r in rows if rival in r["times"] and "matmul" in r["times"]]
-    short = [r for r in rows if r["times"][rival] / r["times"]["recurrax"] < threshold]
+    rows = rows_against(cell_results, regime, mode, rival)
+    short = [r for r in rows if speedup(r, rival) < threshold]
     if not short:
         return ""
-    needs = [(r, r["times"][rival] / threshold) for r in short]
-    below = [(r, need) for r, need in needs if need < r["times"]["matmul"]]
+    below = [r for r in short if r["times"][rival] / threshold < r["times"]["matmul"]]
     text = f"; {len(short)} of {len(rows)} rows short"
     if below:
         text += ", where it needs less time than the same-FLOP matmul: " + ", ".join(
-            f"{r['cell']} at {shape_text(r['shape'])} (needs ≤{ms(need)} ms, matmul "
-            f"{ms(r['times']['matmul'])} ms)"
-            for r, need in below
+            f"{r['cell']} at {shape_text(r['shape'])} (needs ≤{ms(r['times'][rival] / threshold)} "
+            f"ms, matmul {ms(r['times']['matmul'])} ms)"
+            for r in below
         )
     return text
 
