@@ -47,6 +47,63 @@ class LinearForm(NamedTuple):
     log_space: bool = False
 
 
+class SelectiveInputs(NamedTuple):
+    r"""The input-dependent coefficients of a selective state space over ``T`` steps.
+
+    With ``E`` channels, ``N`` state entries per channel and ``G`` groups of ``E/G`` consecutive
+    channels that share ``B`` and ``C``, the state :math:`h_t \in \mathbb{R}^{E \times N}` obeys
+
+    .. math::
+
+        h_t = \exp(\Delta_t \otimes A) \odot h_{t-1} + (\Delta_t \odot u_t) \otimes B_t,
+        \qquad y_t = h_t\, C_t \in \mathbb{R}^E
+
+    (row ``e`` of :math:`h_t` uses the ``B`` and ``C`` of its group).
+
+    Attributes:
+      delta: ``(T, E)`` step sizes, positive.
+      A: ``(E, N)`` continuous-time decay rates, negative.
+      B: ``(T, G, N)`` input maps.
+      C: ``(T, G, N)`` output maps.
+      u: ``(T, E)`` the inputs of the state space.
+    """
+
+    delta: Array
+    A: Array
+    B: Array
+    C: Array
+    u: Array
+
+
+class SelectiveForm(NamedTuple):
+    r"""The form of a cell whose state is a selective state space (Mamba, Mamba-2).
+
+    With it :func:`recurrax.unroll` runs the state space with the fused selective scan
+    (``method="fused"``: the ``(E, N)`` state lives only inside the loop and no ``(T, E, N)`` array
+    is stored forwards or backwards), and, for cells with a scalar decay per head, with the chunked
+    state-space-dual algorithm (``method="chunked"``). The functions see one example, already in
+    processing order.
+
+    Attributes:
+      prepare: ``prepare(params, xs, valid, starts, carry0, reset_carry) -> (SelectiveInputs,
+        aux)``: the coefficients of every step, computed in parallel from ``xs (T, D)``, plus what
+        ``finish`` needs (``aux``). ``valid``/``starts`` and the carries are there for state that
+        is not part of ``h`` (e.g. a convolution window).
+      finish: ``finish(params, ys, h, aux) -> (outputs, carry)``: the outputs ``(T, output_size)``
+        from the state space's outputs ``ys (T, E)``, and the final carry from the final state
+        ``h (E, N)``.
+      state: ``state(carry) -> (E, N)``, the state space's part of the carry.
+      heads: None, or ``H`` when ``delta`` is shared by each head of ``E/H`` consecutive channels
+        and ``A`` is constant within a head (a scalar decay per head, as in Mamba-2): then the
+        chunked state-space-dual form applies.
+    """
+
+    prepare: Callable
+    finish: Callable
+    state: Callable[[Carry], Array]
+    heads: int | None = None
+
+
 class ProjectedForm(NamedTuple):
     r"""The split of a gated cell into an input projection and a recurrent update.
 
@@ -105,7 +162,9 @@ class Cell(NamedTuple):
         matrices (one per gate block), for spectral diagnostics.
       linear: a :class:`LinearForm` for linear recurrences (runs in parallel over time), else None.
       projected: a :class:`ProjectedForm` for gated cells whose input projection can be hoisted out
-        of the time loop (the fused path of :mod:`recurrax.fused`), else None.
+        of the time loop (the fused path), else None.
+      selective: a :class:`SelectiveForm` for selective state spaces (the fused selective scan and,
+        with a scalar decay per head, the chunked state-space-dual form), else None.
       recurrence_params: names of the top-level params that parameterise the recurrence itself
         (e.g. ``("nu_log", "theta_log")``); SSM papers train them with their own learning rate and
         no weight decay (see :func:`recurrax.optim.recurrence_param_labels`).
@@ -123,6 +182,7 @@ class Cell(NamedTuple):
     linear: LinearForm | None = None
     projected: ProjectedForm | None = None
     recurrence_params: tuple[str, ...] = ()
+    selective: SelectiveForm | None = None
 
 
 def param_count(cell: Cell, input_size: int, biases: BiasConvention = None) -> int:
