@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 import recurrax
-from recurrax.linear_recurrence import choose_method
+from recurrax.paths import choose_linear_method
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
@@ -96,7 +96,7 @@ def measure(shape, dtype, rounds):
 
 
 def auto_label(shape):
-    method, chunk = choose_method(*shape)
+    method, chunk = choose_linear_method(*shape)
     return {"sequential": "sequential", "associative": "associative"}.get(
         method, f"chunked/{chunk}"
     )

@@ -345,7 +345,7 @@ def test_runs_filters_and_seed_override():
 def test_run_config_applies_overrides():
     spec = next(s for s in suites.runs("small", tasks=["selective_copy"]) if s.family == "mamba")
     config = spec.config()
-    assert config.model.state_size == 8 and dict(config.model.cell_options) == {"expand": 1}
+    assert config.model.state_size == 16 and not dict(config.model.cell_options)
     assert config.model.width == 32 and config.train.batch_size == 16
     assert config.optimizer.total_steps == config.train.num_steps
     full = next(s for s in suites.runs("full", tasks=["selective_copy"]) if s.family == "mamba")
@@ -394,8 +394,8 @@ def test_real_view_of_lru_matches_lru_and_gives_gradient_norms():
 
 def test_state_size_counts_every_layer_in_real_numbers():
     (mamba,) = [s for s in suites.runs("small", tasks=["parity"], seeds=[0]) if s.family == "mamba"]
-    config = mamba.config()  # 2 layers, width 32, expand 1, d_state 8, conv window 3
-    assert compare.state_size(config) == 2 * (32 * 8 + 3 * 32)
+    config = mamba.config()  # 2 layers, width 32, expand 2, d_state 16, conv window 3
+    assert compare.state_size(config) == 2 * (64 * 16 + 3 * 64)
     (lru,) = [s for s in suites.runs("small", tasks=["parity"], seeds=[0]) if s.family == "lru"]
     assert compare.state_size(lru.config()) == 2 * 2 * 32  # complex N = 32 per layer
     (lstm,) = [s for s in suites.runs("small", tasks=["parity"], seeds=[0]) if s.family == "lstm"]

@@ -38,10 +38,10 @@ from recurrax.layers import (
     recurrent,
     stacked,
 )
-from recurrax.linear_recurrence import linear_scan
+from recurrax.kernels.linear_scan import linear_scan
 from recurrax.pooling import attention_pooling, pool_last, pool_mean
 from recurrax.readout import dense, embedding
-from recurrax.scan import unroll
+from recurrax.driver import unroll
 
 __all__ = [
     "BidirectionalState",

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from recurrax.array_types import Array, Carry, Params
 from recurrax.cells.base import Cell
-from recurrax.scan import unroll
+from recurrax.driver import unroll
 from recurrax.validation import check_choice, check_floating, check_rank
 
 # The arguments of recurrax.unroll that hold arrays (all others are Python values).

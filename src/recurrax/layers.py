@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from recurrax.array_types import Array, Carry, Key, Params
 from recurrax.cells.base import Cell
-from recurrax.scan import unroll
+from recurrax.driver import unroll
 from recurrax.validation import check_choice, check_probability
 
 

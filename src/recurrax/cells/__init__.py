@@ -1,7 +1,7 @@
 """Recurrent cells: pure values built by lowercase constructors (see :class:`Cell`).
 
 Classic nonlinear cells (``rnn``, ``lstm``, ``gru``) run step by step and carry a
-:class:`ProjectedForm` for the fused path of :mod:`recurrax.fused`; the linear recurrences
+:class:`ProjectedForm` for the fused path of :mod:`recurrax.kernels.fused_gated`; the linear recurrences
 (``lru``, ``s5``, ``mamba``, ``rglru``, ``mingru``, ``minlstm``) also carry a :class:`LinearForm`
 and run in parallel over time.
 """

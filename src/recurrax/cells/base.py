@@ -111,7 +111,7 @@ class ProjectedForm(NamedTuple):
     + b)`: the input projection does not depend on the state, so it can be computed for all steps
     at once (one large matrix multiply) and only :math:`h_{t-1} W_h` and the elementwise gates stay
     in the loop. With it :func:`recurrax.unroll` can take the fused path (``method="fused"``, see
-    :mod:`recurrax.fused`), whose backward pass carries only the state gradient through time and
+    :mod:`recurrax.kernels.fused_gated`), whose backward pass carries only the state gradient through time and
     forms the gradient of :math:`W_h` afterwards as one matrix multiply. The cell's ``step`` is
     :func:`projected_step` of this form, so both paths compute the same function.
 

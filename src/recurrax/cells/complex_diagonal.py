@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrax.array_types import Array
-from recurrax.projection import project
+from recurrax.kernels.blocked_dense import project
 
 
 def complex_input(params, xs: Array, coef: Array, dtype) -> Array:

@@ -138,9 +138,7 @@ def from_chunks(tree, T: int | None = None):
     return jax.tree.map(merge, tree)
 
 
-def chunked_loop(
-    run_chunk: Callable, init, inputs, chunk: int, *, remat: bool = True, fill=None
-):
+def chunked_loop(run_chunk: Callable, init, inputs, chunk: int, *, remat: bool = True, fill=None):
     """Runs ``run_chunk(carry, chunk_inputs) -> (carry, chunk_outputs)`` over consecutive chunks
     of ``chunk`` steps of ``inputs`` (leaves ``(T, ...)``), carrying the state between chunks.
 

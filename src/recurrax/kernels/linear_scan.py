@@ -7,7 +7,7 @@ the same plain recurrence from :math:`h_{-1} = 0` and agree to rounding:
 * a step that is padding or masked keeps the state: :math:`(a_t, b_t) \to (1, 0)`;
 * a step that starts a segment (and step 0, where the initial state enters) restarts from
   :math:`h_0`: :math:`(a_t, b_t) \to (0,\ a_t \odot h_0 + b_t)`;
-* reversal permutes the real steps (see :mod:`recurrax.timeline`) and permutes the states back.
+* reversal permutes the real steps (see :mod:`recurrax.kernels.time_loop`) and permutes the states back.
 
 Methods, for ``T`` steps:
 
@@ -18,12 +18,14 @@ Methods, for ``T`` steps:
 * ``"chunked"`` — associative inside chunks of ``chunk_size`` steps, sequential across chunks:
   the state entering a chunk is :math:`h_{\text{in}}`, and inside it
   :math:`h_t = A_t \odot h_{\text{in}} + B_t` with :math:`(A_t, B_t)` the chunk's prefix.
-* ``"auto"`` — picks one of the above from the shape and the device (see :func:`choose_method`).
+* ``"auto"`` — picks one of the above from the shape and the device
+  (:func:`recurrax.paths.choose_linear_method`).
 
-``remat=True`` recomputes the scan (each chunk, for the chunked method) in the backward pass.
-Chunked with ``remat`` keeps only one state per chunk and one chunk's intermediates: training memory
-is then about that of the inputs and outputs themselves. For the associative method it saves little
-(its backward pass needs the whole tree at once), so use chunked to bound memory.
+Gradient checkpointing means the same for every method (and every path of
+:func:`recurrax.unroll`): with a remat chunk of ``k`` steps, the scan runs over chunks of ``k``
+steps, each solved by the method from the state entering it and recomputed in the backward pass,
+so only one state per chunk and one chunk's intermediates are kept. Chunked with ``remat=True``
+uses its own chunks; training memory is then about that of the inputs and outputs themselves.
 """
 
 from __future__ import annotations
@@ -36,29 +38,10 @@ import jax
 import jax.numpy as jnp
 
 from recurrax.array_types import Array
-from recurrax.timeline import arrange, check_semantics
+from recurrax.kernels.time_loop import arrange, chunked_loop, check_semantics, in_order
+from recurrax.paths import LINEAR_METHODS as METHODS
+from recurrax.paths import linear_method
 from recurrax.validation import check_choice, check_positive_int, check_rank, check_shape
-
-METHODS = ("sequential", "associative", "chunked")
-
-
-def choose_method(batch: int, length: int, state_size: int, backend: str | None = None):
-    """The method (and chunk size) that ``method="auto"`` uses for a ``(batch, length, state)`` scan.
-
-    Returns ``(method, chunk_size)``; ``chunk_size`` is ``None`` unless the method is chunked.
-    """
-    backend = backend or jax.default_backend()
-    if backend == "cpu":
-        # Measured by experiments/benchmark_linear_scan.py on this project's 2-core x86 machine
-        # (table: experiments/results/linear_scan.md): at every shape from 16x1024x64 to
-        # 4x65536x16, forward+backward, the plain sequential scan was the fastest, 2-10x ahead of
-        # the associative and chunked scans, which do about twice the work and gain nothing from
-        # parallel depth on two cores. There is no crossover on this CPU.
-        del batch, length, state_size
-        return "sequential", None
-    # Accelerators: depth matters more than work, so scan in parallel; chunks bound the memory of
-    # very long sequences. Not measured by this project yet (no accelerator was available).
-    return ("associative", None) if length <= 8192 else ("chunked", 1024)
 
 
 def state_dtype(a_dtype, b_dtype):
@@ -99,9 +82,12 @@ def linear_scan(
       resets: ``(B, T)`` booleans; True restarts from ``h0`` before the step.
       reverse: run each sequence from its last real step to its first; states in input order.
       method: ``"sequential"``, ``"associative"``, ``"chunked"`` or ``"auto"``.
-      chunk_size: steps per chunk for ``"chunked"`` (default: from :func:`choose_method`, or 64).
+      chunk_size: steps per chunk for ``"chunked"`` (default: from
+        :func:`recurrax.paths.choose_linear_method`, or 64).
       unroll: ``lax.scan`` unroll factor of the sequential method.
-      remat: recompute the scan in the backward pass instead of storing its intermediates.
+      remat: recompute the scan in the backward pass instead of storing its intermediates, over
+        chunks of ``chunk_size`` steps for the chunked method and of about ``sqrt(T)`` steps for
+        the others.
       log_space: ``a``, ``b``, ``h0`` and the returned states are logarithms of positive
         quantities: solves :math:`\eta_t = \alpha_t \eta_{t-1} + \beta_t` with
         :math:`a = \log\alpha`, :math:`b = \log\beta`, returning :math:`\log\eta` (real only;
@@ -126,7 +112,7 @@ def linear_scan(
     if chunk_size is not None:
         check_positive_int("chunk_size", chunk_size)
     check_positive_int("unroll", unroll)
-    method, chunk_size = resolve_method(method, chunk_size, B, T, N)
+    method, chunk_size = linear_method(method, chunk_size, B, T, N)
     dtype = state_dtype(jnp.result_type(a), jnp.result_type(b))
     if log_space and jnp.issubdtype(dtype, jnp.complexfloating):
         raise TypeError(
@@ -144,25 +130,18 @@ def linear_scan(
         h0 = jnp.asarray(h0).astype(dtype)
     lengths, mask, resets = check_semantics(lengths, mask, resets, B, T)
 
+    remat_chunk = None
+    if remat:
+        remat_chunk = chunk_size if method == "chunked" else max(1, round(T**0.5))
+
     def one(a, b, length, mask, starts, h0):
         order, valid, starts = arrange(length, mask, starts, reverse)
-        if order is not None:
-            a, b = a[order], b[order]
-        hs = solve(a, b, valid, starts, h0, method, chunk_size, unroll, remat, ring)
+        a, b = in_order(order, (a, b))
+        hs = solve(a, b, valid, starts, h0, method, chunk_size, unroll, remat_chunk, ring)
         final = hs[-1]  # padding is processed last and keeps the state
-        return final, (hs if order is None else hs[order])
+        return final, in_order(order, hs)
 
     return jax.vmap(one, in_axes=(0, 0, 0, 0, 0, h0_axis))(a, b, lengths, mask, resets, h0)
-
-
-def resolve_method(method, chunk_size, B, T, N):
-    """Replaces ``"auto"`` by a concrete method and fills in a chunk size where one is needed."""
-    if method == "auto":
-        method, auto_chunk = choose_method(B, T, N)
-        chunk_size = chunk_size or auto_chunk
-    if method == "chunked" and chunk_size is None:
-        chunk_size = 64
-    return method, chunk_size
 
 
 class Semiring(NamedTuple):
@@ -217,24 +196,56 @@ def fold(a, b, valid, starts, h0, ring=ORDINARY, h_init=None):
 
 
 def solve(
-    a, b, valid, starts, h0, method, chunk_size, unroll=1, remat=False, ring=ORDINARY, h_init=None
+    a,
+    b,
+    valid,
+    starts,
+    h0,
+    method,
+    chunk_size,
+    unroll=1,
+    remat_chunk=None,
+    ring=ORDINARY,
+    h_init=None,
 ):
     """States ``(T, N)`` of one example whose coefficients are in processing order.
 
-    Resets restart from ``h0``; the sequence starts from ``h_init`` (default ``h0``).
+    Resets restart from ``h0``; the sequence starts from ``h_init`` (default ``h0``). With
+    ``remat_chunk`` the method runs over checkpointed chunks of that many steps.
     """
     a, b = fold(a, b, valid, starts, h0, ring, h_init)
+    solve_from = partial(_solve_from, ring, method, chunk_size, unroll)
+    if remat_chunk is None:
+        return solve_from(jnp.full_like(b[0], ring.zero), a, b)
+
+    def run_chunk(h_in, ab):
+        hs = solve_from(h_in, *ab)
+        return hs[-1], hs
+
+    fill = (ring.one, ring.zero)  # identity steps leave the state alone
+    _, hs = chunked_loop(run_chunk, jnp.full_like(b[0], ring.zero), (a, b), remat_chunk, fill=fill)
+    return hs
+
+
+def _solve_from(ring, method, chunk_size, unroll, h_in, a, b):
+    """The method's states for steps ``a, b`` ``(T, N)`` entered with state ``h_in``."""
+    # Entering with h_in is a first step whose input absorbs it: (a_0, b_0) -> (0, a_0 h_in + b_0).
+    b = b.at[0].set(ring.plus(ring.times(a[0], h_in), b[0]))
+    a = a.at[0].set(ring.zero)
     if method == "sequential":
-        if remat:
-            chunk = chunk_size or max(1, round(a.shape[0] ** 0.5))
-            return _over_chunks(partial(_sequential_chunk, ring, unroll), a, b, chunk, remat, ring)
         if ring is ORDINARY:
             return _sequential_with_reverse_vjp(a, b, unroll)
         return _sequential(ring, unroll, a, b)
     if method == "associative":
-        run = partial(_associative, ring)
-        return (jax.checkpoint(run) if remat else run)(a, b)
-    return _over_chunks(partial(_associative_chunk, ring), a, b, chunk_size, remat, ring)
+        return _associative(ring, a, b)
+
+    def run_chunk(h, ab):
+        hs = _associative_chunk(ring, h, *ab)
+        return hs[-1], hs
+
+    fill = (ring.one, ring.zero)
+    init = jnp.full_like(h_in, ring.zero)
+    return chunked_loop(run_chunk, init, (a, b), chunk_size, remat=False, fill=fill)[1]
 
 
 def _combine(ring, first, second):
@@ -307,30 +318,6 @@ def _sequential_backward(unroll, residuals, g):
 _sequential_with_reverse_vjp.defvjp(_sequential_forward, _sequential_backward)
 
 
-def _sequential_chunk(ring, unroll, h_in, a, b):
-    b = b.at[0].set(ring.plus(ring.times(a[0], h_in), b[0]))
-    return _sequential(ring, unroll, a.at[0].set(ring.zero), b)
-
-
 def _associative_chunk(ring, h_in, a, b):
     prefix_a, prefix_b = jax.lax.associative_scan(partial(_combine, ring), (a, b), axis=0)
     return ring.plus(ring.times(prefix_a, h_in[None, :]), prefix_b)
-
-
-def _over_chunks(chunk_fn, a, b, chunk, remat, ring):
-    """Runs ``chunk_fn(h_in, a_c, b_c) -> hs_c`` over consecutive chunks, carrying the state."""
-    T, N = a.shape
-    n = -(-T // chunk)
-    pad = n * chunk - T
-    if pad:  # identity steps (a = one, b = zero) leave the state alone
-        a = jnp.concatenate([a, jnp.full((pad, N), ring.one, a.dtype)])
-        b = jnp.concatenate([b, jnp.full((pad, N), ring.zero, b.dtype)])
-    body = jax.checkpoint(chunk_fn) if remat else chunk_fn
-
-    def step(h_in, ab):
-        hs = body(h_in, *ab)
-        return hs[-1], hs
-
-    chunks = (a.reshape(n, chunk, N), b.reshape(n, chunk, N))
-    _, hs = jax.lax.scan(step, jnp.full_like(b[0], ring.zero), chunks)
-    return hs.reshape(n * chunk, N)[:T]

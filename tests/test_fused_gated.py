@@ -10,7 +10,7 @@ import pytest
 
 import recurrax
 from conftest import assert_trees_close
-from recurrax.fused import default_method
+from recurrax.paths import gated_method
 
 B, T, D, H = 3, 9, 2, 4
 CELLS = {
@@ -164,12 +164,12 @@ def test_fused_is_refused_for_cells_without_a_projected_form():
 def test_default_path_is_fused_until_gated_steps_are_large(name, hidden, batch, on_cpu):
     cell = getattr(recurrax, name)(hidden)
     params = cell.init(jax.random.key(0), D)
-    assert default_method(cell.projected, params, batch, backend="cpu") == on_cpu
-    assert default_method(cell.projected, params, batch, backend="gpu") == "fused"
+    assert gated_method(cell.projected, params, batch, backend="cpu") == on_cpu
+    assert gated_method(cell.projected, params, batch, backend="gpu") == "fused"
     xs = jnp.ones((batch, 2, D), jnp.float32)
     jaxpr = str(jax.make_jaxpr(lambda p: recurrax.unroll(cell, p, xs))(params))
     took = "fused" if "custom_vjp_call" in jaxpr else "step"
-    assert took == default_method(cell.projected, params, batch)
+    assert took == gated_method(cell.projected, params, batch)
 
 
 def test_fused_keeps_less_for_the_backward_pass_and_remat_keeps_less_still():

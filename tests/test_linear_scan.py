@@ -11,7 +11,8 @@ from jax.test_util import check_grads
 
 import recurrax
 from conftest import assert_trees_close
-from recurrax.linear_recurrence import METHODS, choose_method
+from recurrax.kernels.linear_scan import METHODS
+from recurrax.paths import choose_linear_method
 
 B, T, N = 3, 11, 2
 LENGTHS = np.array([11, 6, 0])
@@ -232,7 +233,7 @@ def test_bfloat16_coefficients_give_a_float32_state_at_length_4096():
 
 def test_auto_picks_a_known_method():
     for shape in [(1, 16, 4), (8, 4096, 64), (1, 65536, 16)]:
-        method, chunk = choose_method(*shape)
+        method, chunk = choose_linear_method(*shape)
         assert method in METHODS and (chunk is None) == (method != "chunked")
     a, b = coefficients(np.float32)
     assert_trees_close(

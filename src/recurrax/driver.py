@@ -18,8 +18,10 @@ Semantics (DESIGN.md, "Semantics"), per example ``b`` and step ``t``:
   one unbatched carry shared by all examples, e.g. a learned parameter; gradients flow into it).
 
 The time loop is a single ``lax.scan`` (no Python loop over time), so compile time does not depend on
-the sequence length. With ``remat`` the scan is split into chunks whose insides are recomputed in the
-backward pass: memory grows with ``T/chunk + chunk`` instead of ``T``.
+the sequence length. With ``remat=k`` every path runs over chunks of ``k`` steps whose insides are
+recomputed in the backward pass: memory grows with ``T/k + k`` instead of ``T``. Which path runs is
+decided in one place, :mod:`recurrax.paths`; the loop pieces they share are in
+:mod:`recurrax.kernels.time_loop`.
 """
 
 from __future__ import annotations
@@ -31,10 +33,17 @@ import jax
 import jax.numpy as jnp
 
 from recurrax.array_types import Array, Carry, Params
-from recurrax.cells.base import Cell
-from recurrax.fused import default_method, fused_unroll
-from recurrax.linear_recurrence import LOG, METHODS, ORDINARY, resolve_method, solve
-from recurrax.timeline import arrange, check_semantics
+from recurrax.cells.base import Cell, SelectiveInputs
+from recurrax.kernels.fused_gated import fused_unroll
+from recurrax.kernels.linear_scan import LOG, ORDINARY, solve
+from recurrax.kernels.time_loop import (
+    arrange,
+    check_semantics,
+    chunked_loop,
+    in_order,
+    tree_where,
+)
+from recurrax.paths import methods, resolve
 from recurrax.validation import check_choice, check_floating, check_positive_int, check_rank
 
 
@@ -77,19 +86,21 @@ def unroll(
       unroll: the ``lax.scan`` unroll factor.
       remat: gradient checkpointing over chunks of time: ``None``/``False`` (off), ``True`` (chunks of
         about ``sqrt(T)`` steps) or a chunk length.
-      method: ``"step"`` runs ``cell.step`` in a ``lax.scan`` and differentiates it by autodiff
-        (the reference path, and the only one for cells without another form). Cells with a
-        :class:`recurrax.cells.ProjectedForm` (``rnn``, ``lstm``, ``gru``) also have ``"fused"``
-        (:mod:`recurrax.fused`): the same numbers with a faster backward pass while the steps are
-        small. Their default is fused, or step for large gated steps on a CPU
-        (:func:`recurrax.fused.default_method`).
-        Cells with a :class:`recurrax.cells.LinearForm` (linear recurrences) can run in parallel
-        over time through :func:`recurrax.linear_scan`: ``"sequential"``, ``"associative"``,
-        ``"chunked"`` or ``"auto"`` (their default). All methods give the same numbers.
-        ``"fused"`` and ``"sequential"`` are differentiated by custom VJPs, so forward-mode
-        autodiff (``jax.jvp``, ``jax.jacfwd``, Hessian-vector products by forward-over-reverse)
-        needs ``method="step"``.
-      chunk_size: chunk length of the ``"chunked"`` method.
+      method: the path (:mod:`recurrax.paths` lists each cell's methods and defaults).
+        ``"step"`` runs ``cell.step`` in a ``lax.scan`` and differentiates it by autodiff (the
+        reference path, and the only one for cells without another form). ``"fused"``: for
+        ``rnn``, ``lstm``, ``gru`` the forward loop with a blocked backward pass
+        (:mod:`recurrax.kernels.fused_gated`); for ``mamba`` and ``mamba2`` the fused selective
+        scan (:mod:`recurrax.kernels.selective_scan`), which never stores a ``(T, E, N)`` state.
+        ``"chunked"`` for ``mamba2``: the state-space-dual chunks (:mod:`recurrax.kernels.ssd`).
+        Linear recurrences (a :class:`recurrax.cells.LinearForm`) run in parallel over time through
+        :func:`recurrax.linear_scan`: ``"sequential"``, ``"associative"``, ``"chunked"`` or
+        ``"auto"``. All methods give the same numbers. ``"fused"`` and ``"sequential"`` are
+        differentiated by custom VJPs, so forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``,
+        Hessian-vector products by forward-over-reverse) needs ``method="step"`` (or
+        ``"chunked"`` for mamba2). ``return_carries`` is not available with the selective
+        cells' ``"fused"`` and ``"chunked"`` paths, which never hold every step's state.
+      chunk_size: chunk length of the ``"chunked"`` methods.
 
     Returns:
       ``(final_carry, ys)``, or ``(final_carry, ys, carries)`` with ``return_carries``. ``final_carry``
@@ -120,17 +131,16 @@ def unroll(
         )
     check_positive_int("unroll", unroll)
     chunk = _remat_chunk(remat, T)
-    if method is None:
-        if cell.linear:
-            method = "auto"
-        elif cell.projected:
-            method = default_method(cell.projected, params, B)
-        else:
-            method = "step"
-    choices = ("step",) + ("fused",) * bool(cell.projected) + (*METHODS, "auto") * bool(cell.linear)
-    check_choice("method", method, choices)
+    if method is not None:
+        check_choice("method", method, methods(cell))
     if chunk_size is not None:
         check_positive_int("chunk_size", chunk_size)
+    path = resolve(cell, params, B, T, method, chunk_size, return_carries=return_carries)
+    if return_carries and cell.selective and path.method in ("fused", "chunked"):
+        raise ValueError(
+            f"return_carries is not available with method={path.method!r} for {cell.name}, which "
+            "never holds every step's state; use method='step'"
+        )
     # The fused path skips the per-step selects that these flags would need when they are absent.
     every_step_real, no_resets = lengths is None and mask is None, resets is None
     lengths, mask, resets = check_semantics(lengths, mask, resets, B, T, time_major)
@@ -147,7 +157,28 @@ def unroll(
     else:
         reset_carry, reset_axes = _check_initial_carry("reset_carry", reset_carry, template, B)
 
-    if method == "fused":
+    batch_level = dict(
+        every_step_real=every_step_real,
+        no_resets=no_resets,
+        reverse=reverse,
+        time_major=time_major,
+        carry_dtype=carry_dtype,
+    )
+    if path.method in ("fused", "chunked") and cell.selective:
+        return _run_selective(
+            cell,
+            params,
+            xs,
+            lengths,
+            mask,
+            resets,
+            (initial_carry, carry_axes),
+            (reset_carry, reset_axes),
+            path=path,
+            chunk=chunk,
+            **batch_level,
+        )
+    if path.method == "fused":
         return _run_fused(
             cell,
             params,
@@ -157,16 +188,12 @@ def unroll(
             resets,
             (initial_carry, carry_axes),
             (reset_carry, reset_axes),
-            carry_dtype=carry_dtype,
-            every_step_real=every_step_real,
-            no_resets=no_resets,
-            reverse=reverse,
-            time_major=time_major,
             unroll=unroll,
             chunk=chunk,
             return_carries=return_carries,
+            **batch_level,
         )
-    if method == "step":
+    if path.method == "step":
         run = partial(
             _run_sequence,
             cell,
@@ -177,17 +204,15 @@ def unroll(
             return_carries=return_carries,
         )
     else:
-        state_size = cell.linear.state(template).shape[-1]
-        method, chunk_size = resolve_method(method, chunk_size, B, T, state_size)
         run = partial(
             _run_linear_sequence,
             cell,
             params,
             reverse=reverse,
-            method=method,
-            chunk_size=chunk_size or chunk,
+            method=path.method,
+            chunk_size=path.chunk_size,
             unroll=unroll,
-            remat=bool(remat),
+            remat_chunk=chunk,
             return_carries=return_carries,
         )
     time_axis = 1 if time_major else 0
@@ -232,24 +257,49 @@ def _run_linear_sequence(
     method,
     chunk_size,
     unroll,
-    remat,
+    remat_chunk,
     return_carries,
 ):
     """Runs one example of a linear recurrence in parallel over time (see :class:`LinearForm`)."""
     order, valid, starts = arrange(length, mask, starts, reverse)
-    if order is not None:
-        xs = xs[order]
+    xs = in_order(order, xs)
     a, b, aux = cell.linear.prepare(params, xs, valid, starts, carry0, reset_carry)
     ring = LOG if cell.linear.log_space else ORDINARY
     h_reset, h_init = cell.linear.state(reset_carry), cell.linear.state(carry0)
-    hs = solve(a, b, valid, starts, h_reset, method, chunk_size, unroll, remat, ring, h_init)
+    hs = solve(a, b, valid, starts, h_reset, method, chunk_size, unroll, remat_chunk, ring, h_init)
     ys, carries = cell.linear.finish(params, hs, aux)
     ys = jax.tree.map(lambda y: jnp.where(valid[:, None], y, jnp.zeros_like(y)), ys)
     final = jax.tree.map(lambda c: c[-1], carries)  # padding is processed last; it keeps the carry
     out = (ys, carries) if return_carries else ys
-    if order is not None:
-        out = jax.tree.map(lambda a: a[order], out)
-    return final, out
+    return final, in_order(order, out)
+
+
+def _arrange_batch(xs, lengths, mask, resets, reverse, time_major):
+    """Every example's timeline at once, for the paths that run the whole batch in one loop.
+
+    Returns ``xs (B, T, D)`` in processing order, ``valid`` and ``starts`` ``(B, T)``, and
+    ``restore``, which takes ``(B, T, ...)`` leaves in processing order back to the caller's
+    order and layout.
+    """
+    if time_major:
+        xs, mask, resets = jnp.swapaxes(xs, 0, 1), mask.T, resets.T
+    order, valid, starts = jax.vmap(partial(arrange, reverse=reverse))(lengths, mask, resets)
+    reorder = jax.vmap(in_order) if order is not None else (lambda _order, tree: tree)
+
+    def restore(tree):
+        tree = reorder(order, tree)
+        return jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tree) if time_major else tree
+
+    return reorder(order, xs), valid, starts, restore
+
+
+def _batched(carry, axes, B):
+    """A carry with ``(B, ...)`` leaves: shared (unbatched) leaves are broadcast over the batch."""
+    return jax.tree.map(
+        lambda leaf, axis: leaf if axis == 0 else jnp.broadcast_to(leaf, (B, *leaf.shape)),
+        carry,
+        axes,
+    )
 
 
 def _run_fused(
@@ -271,44 +321,99 @@ def _run_fused(
     chunk,
     return_carries,
 ):
-    """The whole batch through :func:`recurrax.fused.fused_unroll` (time-major inside)."""
-    if time_major:
-        xs, mask, resets = jnp.swapaxes(xs, 0, 1), mask.T, resets.T
+    """The whole batch through :func:`recurrax.kernels.fused_gated.fused_unroll` (time-major
+    inside)."""
+    xs, valid, starts, restore = _arrange_batch(xs, lengths, mask, resets, reverse, time_major)
     B = xs.shape[0]
-    order, valid, starts = jax.vmap(partial(arrange, reverse=reverse))(lengths, mask, resets)
-    if order is not None:
-        xs = jnp.take_along_axis(xs, order[:, :, None], axis=1)
-
-    def batched(carry, axes):  # shared (unbatched) carries are broadcast over the batch
-        return jax.tree.map(
-            lambda leaf, axis: leaf if axis == 0 else jnp.broadcast_to(leaf, (B, *leaf.shape)),
-            carry,
-            axes,
-        )
-
     final, ys, carries = fused_unroll(
         cell.projected,
         params,
         jnp.swapaxes(xs, 0, 1).astype(carry_dtype),
         None if every_step_real else valid.T,
         None if no_resets else starts.T,
-        batched(*initial),
-        batched(*reset),
+        _batched(*initial, B),
+        _batched(*reset, B),
         unroll=unroll,
         chunk=chunk,
         return_carries=return_carries,
     )
-
-    def restore(a):  # (T, B, ...) in processing order -> the caller's layout and order
-        a = jnp.swapaxes(a, 0, 1)
-        if order is not None:
-            a = jnp.take_along_axis(a, order.reshape(order.shape + (1,) * (a.ndim - 2)), axis=1)
-        return jnp.swapaxes(a, 0, 1) if time_major else a
-
-    ys = restore(ys)
+    batch_major = partial(jax.tree.map, lambda a: jnp.swapaxes(a, 0, 1))
+    ys = restore(batch_major(ys))
     if return_carries:
-        return final, ys, jax.tree.map(restore, carries)
+        return final, ys, restore(batch_major(carries))
     return final, ys
+
+
+def _run_selective(
+    cell,
+    params,
+    xs,
+    lengths,
+    mask,
+    resets,
+    initial,
+    reset,
+    *,
+    path,
+    chunk,
+    carry_dtype,
+    every_step_real,
+    no_resets,
+    reverse,
+    time_major,
+):
+    """The whole batch through the fused selective scan or the state-space-dual chunks.
+
+    The cell's :class:`SelectiveForm` computes every step's ``(Δ, A, B, C, u)`` in parallel (per
+    example), the kernel runs the state space over the batch, and ``finish`` forms the outputs
+    and the final carry. With ``remat=k`` the selective scan keeps its state every ``k`` steps;
+    the chunked form runs over checkpointed spans of ``k`` steps.
+    """
+    from recurrax.kernels.selective_scan import selective_scan
+    from recurrax.kernels.ssd import ssd_scan
+
+    form = cell.selective
+    xs, valid, starts, restore = _arrange_batch(xs, lengths, mask, resets, reverse, time_major)
+    B = xs.shape[0]
+    carry0, reset_carry = _batched(*initial, B), _batched(*reset, B)
+    inputs, aux = jax.vmap(
+        form.prepare, in_axes=(None, 0, 0, 0, 0, 0), out_axes=(SelectiveInputs(0, None, 0, 0, 0), 0)
+    )(params, xs.astype(carry_dtype), valid, starts, carry0, reset_carry)
+    h0, h_reset = jax.vmap(form.state)(carry0), jax.vmap(form.state)(reset_carry)
+    flags = (None if every_step_real else valid, None if no_resets else starts)
+    if path.method == "fused":
+        options = {} if chunk is None else {"checkpoint": chunk}
+        ys, h = selective_scan(inputs, *flags, h0, h_reset, **options)
+    else:
+        options = {} if path.chunk_size is None else {"chunk": path.chunk_size}
+        kernel = partial(ssd_scan, heads=form.heads, **options)
+        ys, h = _over_spans(kernel, inputs, *flags, h0, h_reset, chunk)
+    outputs, final = jax.vmap(form.finish, in_axes=(None, 0, 0, 0))(params, ys, h, aux)
+    outputs = jnp.where(valid[..., None], outputs, jnp.zeros_like(outputs))
+    return final, restore(outputs)
+
+
+def _over_spans(kernel, inputs, valid, starts, h0, h_reset, span):
+    """``kernel(inputs, valid, starts, h_init, h_reset) -> (ys, h)`` over checkpointed spans of
+    ``span`` steps (the whole sequence at once when ``span`` is None), passing the state on.
+
+    Padding steps have ``Δ = 0`` (a unit decay and no input) and are not valid: they keep the
+    state, so the outputs are trimmed and the final state is the last span's.
+    """
+    if span is None:
+        return kernel(inputs, valid, starts, h0, h_reset)
+    B, T = inputs.u.shape[:2]
+    valid = jnp.ones((B, T), bool) if valid is None else valid
+    time_major = partial(jax.tree.map, lambda a: jnp.swapaxes(a, 0, 1))
+    per_step = time_major((inputs.delta, inputs.B, inputs.C, inputs.u, valid, starts))
+
+    def run_span(h, span_inputs):
+        delta, Bm, C, u, valid, starts = time_major(span_inputs)
+        ys, h = kernel(SelectiveInputs(delta, inputs.A, Bm, C, u), valid, starts, h, h_reset)
+        return h, jnp.swapaxes(ys, 0, 1)
+
+    h, ys = chunked_loop(run_span, h0, per_step, span)
+    return jnp.swapaxes(ys, 0, 1), h
 
 
 def _check_initial_carry(name, initial_carry, template, batch):
@@ -339,10 +444,6 @@ def _check_initial_carry(name, initial_carry, template, batch):
     return cast, axes
 
 
-def _select(flag, on_true, on_false):
-    return jax.tree.map(lambda a, b: jnp.where(flag, a, b), on_true, on_false)
-
-
 def _run_sequence(
     cell,
     params,
@@ -361,40 +462,20 @@ def _run_sequence(
     """Runs one example: ``xs`` (T, D), ``length`` (), ``mask``/``starts`` (T,), ``h0`` the carry
     before the first step and ``reset_carry`` the carry that resets return to."""
     order, valid, starts = arrange(length, mask, starts, reverse)
-    if order is not None:
-        xs = xs[order]
+    xs = in_order(order, xs)
 
     def step(carry, inputs):
         x, is_valid, is_start = inputs
-        carry = _select(is_start, reset_carry, carry)
+        carry = tree_where(is_start, reset_carry, carry)
         new_carry, y = cell.step(params, carry, x)
-        new_carry = _select(is_valid, new_carry, carry)
+        new_carry = tree_where(is_valid, new_carry, carry)
         y = jax.tree.map(lambda a: jnp.where(is_valid, a, jnp.zeros_like(a)), y)
         return new_carry, ((y, new_carry) if return_carries else y)
 
-    final, out = _scan(step, h0, (xs, valid, starts), unroll, chunk)
-    if order is not None:
-        out = jax.tree.map(lambda a: a[order], out)
-    return final, out
-
-
-def _scan(step, init, inputs, unroll, chunk):
-    """``lax.scan``, optionally as a scan over rematerialised chunks of ``chunk`` steps."""
     if chunk is None:
-        return jax.lax.scan(step, init, inputs, unroll=unroll)
-    T = jax.tree.leaves(inputs)[0].shape[0]
-    n_chunks = -(-T // chunk)
-    pad = n_chunks * chunk - T
-
-    # Padding steps are invalid (valid=False), so they leave the carry alone and output zeros.
-    def to_chunks(a):
-        a = jnp.concatenate([a, jnp.zeros((pad, *a.shape[1:]), a.dtype)]) if pad else a
-        return a.reshape((n_chunks, chunk, *a.shape[1:]))
-
-    @jax.checkpoint
-    def run_chunk(carry, chunk_inputs):
-        return jax.lax.scan(step, carry, chunk_inputs, unroll=unroll)
-
-    final, out = jax.lax.scan(run_chunk, init, jax.tree.map(to_chunks, inputs))
-    out = jax.tree.map(lambda a: a.reshape((n_chunks * chunk, *a.shape[2:]))[:T], out)
-    return final, out
+        final, out = jax.lax.scan(step, h0, (xs, valid, starts), unroll=unroll)
+    else:
+        # Padding steps are invalid (valid=False), so they leave the carry alone.
+        run_chunk = partial(jax.lax.scan, step, unroll=unroll)
+        final, out = chunked_loop(run_chunk, h0, (xs, valid, starts), chunk)
+    return final, in_order(order, out)

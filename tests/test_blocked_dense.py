@@ -1,4 +1,4 @@
-"""recurrax.projection.project and recurrax.cells.base.computed_once: the same numbers and
+"""recurrax.kernels.blocked_dense.project and recurrax.cells.base.computed_once: the same numbers and
 derivatives as the plain expressions they stand for."""
 
 from functools import partial
@@ -10,7 +10,7 @@ import pytest
 
 from conftest import assert_trees_close
 from recurrax.cells.base import computed_once
-from recurrax.projection import project
+from recurrax.kernels.blocked_dense import project
 
 
 # 8 x 16 rows split into 64 blocks; 3 x 5 rows (odd) into one; a single row vector.

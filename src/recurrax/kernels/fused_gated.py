@@ -54,33 +54,11 @@ from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
 from recurrax.array_types import Array, Carry, Params
 from recurrax.cells.base import ProjectedForm
+from recurrax.kernels.time_loop import from_chunks, pad_time, to_chunks, tree_where
 
 DEFAULT_BLOCK = 32
 """Steps per backward block (fastest of 16, 32, 64, 128 for the LSTM at B=16, T=1024, H=128 on the
 2-core CPU the benchmarks ran on)."""
-
-
-STEP_PATH_MIN_BATCH_HIDDEN = 8192
-"""From this batch·hidden on, gated cells with three or more gate blocks default to the step path."""
-
-
-def default_method(form: ProjectedForm, params: Params, batch: int, backend: str | None = None):
-    """``"fused"`` or ``"step"``: the path ``unroll`` takes for a projected cell by default.
-
-    The fused backward recomputes each block's two products (a third more matmul FLOPs than
-    autodiff of the step loop). That pays while the steps are overhead-bound and costs once they
-    are compute-bound. Measured by the paths section of ``experiments/benchmark.py`` on two 2-core
-    CPUs (AMD EPYC and Intel Xeon, 2026-12-01; training steps, T = 256 and 512): at
-    ``batch·hidden = 8192`` the step path took 0.80-1.05× the fused path's time for LSTM and GRU,
-    against 1.01-1.89× at 2048 and 4096; for the one-block rnn it took 1.29-1.41× at 8192. Hence
-    the step path for cells of three or more gate blocks from ``STEP_PATH_MIN_BATCH_HIDDEN`` on.
-    On accelerators the crossover is not measured, and the fused path is kept.
-    """
-    backend = backend or jax.default_backend()
-    hidden, width = jax.eval_shape(form.kernel, params).shape
-    gate_blocks = width // hidden
-    large = batch * hidden >= STEP_PATH_MIN_BATCH_HIDDEN
-    return "step" if backend == "cpu" and gate_blocks >= 3 and large else "fused"
 
 
 def fused_unroll(
@@ -130,53 +108,29 @@ def fused_unroll(
 
     T, B = xs.shape[:2]
     if chunk is not None:
-        block = min(block, chunk)
-        chunk = -(-chunk // block) * block  # a whole number of blocks
+        # remat=k keeps the carries every k steps, as on every path: blocks tile the chunk.
+        block = max(d for d in range(1, min(block, chunk) + 1) if chunk % d == 0)
     size = block if chunk is None else chunk
-    n = -(-T // size)
-    pad = n * size - T
-    if pad and valid is None:
+    if -T % size and valid is None:
         valid = jnp.ones((T, B), bool)
     # Padding steps are not valid and start nothing: they keep the carry and output zeros.
-    inputs = jax.tree.map(lambda a: _pad_time(a, pad), (xs, valid, starts))
+    inputs, _ = pad_time((xs, valid, starts), size)
     if chunk is None:
-        final, (ys, carries) = run(carry0, _blocks(inputs, block))
-        ys, carries = jax.tree.map(lambda a: _unblock(a)[:T], (ys, carries))
+        final, (ys, carries) = run(carry0, to_chunks(inputs, block))
+        ys, carries = from_chunks((ys, carries), T)
         return final, ys, carries
-    chunks = jax.tree.map(lambda a: a.reshape((n, size // block, block, *a.shape[1:])), inputs)
+    chunks = jax.tree.map(
+        lambda a: a.reshape((a.shape[0], chunk // block, block, *a.shape[2:])),
+        to_chunks(inputs, chunk),
+    )
     final, out = jax.lax.scan(jax.checkpoint(run), carry0, chunks)
-    ys, carries = jax.tree.map(lambda a: _unblock(_unblock(a))[:T], out)
+    ys, carries = from_chunks(jax.tree.map(from_chunks, out), T)
     return final, ys, carries
-
-
-def _pad_time(a, pad):
-    return jnp.concatenate([a, jnp.zeros((pad, *a.shape[1:]), a.dtype)]) if pad else a
-
-
-def _blocks(tree, block):
-    """``(T, ...)`` leaves to ``(T / block, block, ...)``."""
-    return jax.tree.map(lambda a: a.reshape((a.shape[0] // block, block, *a.shape[1:])), tree)
-
-
-def _unblock(a):
-    return a.reshape((a.shape[0] * a.shape[1], *a.shape[2:]))
 
 
 def _map_steps(fn):
     """``fn`` of one example mapped over leading (step, batch) axes."""
     return jax.vmap(jax.vmap(fn))
-
-
-def _where(flag: Array | None, on_true, on_false):
-    """Per-example choice between two pytrees: ``flag`` is ``(..., B)`` (None: all False) and
-    leaves ``(..., B, ...)``."""
-    if flag is None:
-        return on_false
-
-    def pick(a, b):
-        return jnp.where(flag.reshape(flag.shape + (1,) * (a.ndim - flag.ndim)), a, b)
-
-    return jax.tree.map(pick, on_true, on_false)
 
 
 def _tree_add(a, b):
@@ -186,7 +140,7 @@ def _tree_add(a, b):
 def _step(form, valid, gate_params, carry_in, hW, zx):
     """One step after the reset and the recurrent product: gates, then keep invalid examples."""
     new = jax.vmap(form.gates, in_axes=(None, 0, 0, 0))(gate_params, carry_in, hW, zx)
-    return new if valid is None else _where(valid, new, carry_in)
+    return new if valid is None else tree_where(valid, new, carry_in)
 
 
 def _forward(form, unroll, params, xs, carry0, reset_carry, valid, starts):
@@ -200,15 +154,15 @@ def _forward(form, unroll, params, xs, carry0, reset_carry, valid, starts):
 
     def step(carry, inputs):
         x_t, valid_t, start_t = inputs
-        carry_in = _where(start_t, reset_carry, carry)
+        carry_in = tree_where(start_t, reset_carry, carry)
         hW = jax.vmap(form.hidden)(carry_in) @ kernel
         zx_t = jax.vmap(partial(form.project, params))(x_t)
         out = _step(form, valid_t, gate_params, carry_in, hW, zx_t)
         return out, out
 
-    inputs = jax.tree.map(_unblock, (xs, valid, starts))
+    inputs = jax.tree.map(from_chunks, (xs, valid, starts))
     _, carries = jax.lax.scan(step, carry0, inputs, unroll=unroll)
-    return _blocks(carries, xs.shape[1])
+    return to_chunks(carries, xs.shape[1])
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
@@ -258,8 +212,8 @@ def _recur_bwd(form, unroll, residuals, g_carries):
         g_in = _tree_add(g_in, pull_hidden(g_hW @ kernel_t)[0])
         if start_t is not None:
             none = zeros(g_in)
-            g_reset = _tree_add(g_reset, _where(start_t, g_in, none))
-            g_in = _where(start_t, none, g_in)
+            g_reset = _tree_add(g_reset, tree_where(start_t, g_in, none))
+            g_in = tree_where(start_t, none, g_in)
         # Cells whose gates read hW + zx (rnn, lstm) get one cotangent for both: stack it once.
         return (g_in, _tree_add(g_gate_params, g_params_t), g_reset), (
             g_hW,
@@ -271,7 +225,9 @@ def _recur_bwd(form, unroll, residuals, g_carries):
         xs, carries, prev, valid, starts, g_out = inputs
         carries_in = jax.tree.map(lambda p, cs: jnp.concatenate([p[None], cs[:-1]]), prev, carries)
         if starts is not None:
-            carries_in = _where(starts, jax.tree.map(lambda r: r[None], reset_carry), carries_in)
+            carries_in = tree_where(
+                starts, jax.tree.map(lambda r: r[None], reset_carry), carries_in
+            )
         hidden = _map_steps(form.hidden)(carries_in)
         hWs = hidden @ kernel  # the block's recurrent products, recomputed at once
 
