@@ -10,20 +10,40 @@ Sections (``--sections``, all by default):
 * ``long``: an LSTM training step at ``--long_length`` steps without and with ``remat=True``: time
   and the compiled step's memory.
 * ``compile``: time to trace and compile a fresh LSTM training step, recurrax and Flax, by length.
-* ``linear``: a training step of one LRU layer and one Mamba block against one LSTM layer.
+* ``selective``: layers of width 64 at batch 8, at each ``--selective_lengths`` length, training
+  step and inference, with the compiled function's memory: one LSTM layer, one LRU layer, the
+  Mamba block (``d_state=16, expand=2``) on the fused selective scan (``method="fused"``) and on
+  the linear scan (``method="sequential"``), and the Mamba-2 block (``headdim=32``) on the chunked
+  state-space-dual form (``method="chunked"``) and on the fused selective scan. A layer whose
+  compiled function needs more than ``--selective_memory_limit`` MiB, whose one call takes more
+  than ``--selective_call_limit`` seconds (or could, from its time at the previous length scaled
+  by T²), or that fails, is not timed and gets a note. Then a Mamba-2 chunk-size sweep: the
+  chunked training step at ``--chunk_length`` for each ``--chunk_sizes`` entry.
 * ``paths``: the training step of each cell on the fused path against the step path at each
-  ``--path_shapes`` entry: the crossover behind ``recurrax.fused.default_method``.
+  ``--path_shapes`` entry: the crossover behind ``recurrax.paths.gated_method``.
 
-A ``Targets`` table closes the report. Every timing is the median over ``--rounds`` rounds, after
-two warm-up calls, with the candidates interleaved within each round; all in float32.
+A ``Targets`` table closes the report: each target with its measured value and met or missed (by
+how much), then "no regression" rows that compare ratios with the previous run's CSV (by default
+the CSV this run overwrites, read before it is; ``--previous``).
 
     python experiments/benchmark.py                  # writes BENCHMARKS.md and BENCHMARKS.csv
-    python experiments/benchmark.py --sections=cells --cells=lstm --rounds=3
+    python experiments/benchmark.py --sections=cells --cells=lstm --rounds=3 --out=/tmp/b.md
+
+Timing: every timing is the median over at least ``--rounds`` rounds, after two warm-up calls, with
+the candidates of one row (one shape, cell and mode) interleaved within each round; all in float32.
+The spread printed beside each median, ``[q1–q3]``, is the interquartile range of the rounds (the
+middle half of them). A row where some candidate's spread is wide, ``(q3 - q1) / median`` above
+``--spread_limit``, gets more interleaved rounds, one at a time, until every candidate's spread is
+within the limit or the row has ``--max_rounds`` rounds; the ``rounds`` column says how many it
+had.
 
 Reading the ratios: ``flax/recurrax``, ``torch/recurrax`` and ``step/recurrax`` are time ratios,
 above 1 when recurrax (default method) is faster. ``matmul/recurrax`` is the yardstick's time over
 recurrax's: the fraction of this machine's matmul rate that recurrax reaches (1 would mean the
-recurrence costs no more than its matrix multiplies done as one large product).
+recurrence costs no more than its matrix multiplies done as one large product). A ratio's interval
+``[lo–hi]`` runs from the ratio of the spreads' far ends (``q1`` of one over ``q3`` of the other,
+and back); "within noise" marks a ratio whose interval contains the value it is compared with (1
+in the tables, the target in the targets table): the measurement cannot tell which side it is on.
 """
 
 from __future__ import annotations
@@ -38,6 +58,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -45,7 +66,9 @@ import jax.numpy as jnp
 from absl import app, flags
 
 import recurrax
-from recurrax.fused import default_method
+from recurrax import paths
+from recurrax.kernels import ssd
+from recurrax.paths import gated_method as default_method
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SHAPES = "32,256,128,256;16,1024,64,128;8,2048,32,64"
@@ -58,13 +81,40 @@ REGIMES = {
 CELLS = {"rnn": recurrax.rnn, "lstm": recurrax.lstm, "gru": recurrax.gru}
 FLAX_CELLS = {"rnn": nn.SimpleCell, "lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-SECTIONS = ("cells", "long", "compile", "linear", "paths")
+SECTIONS = ("cells", "long", "compile", "selective", "paths")
 MODES = ("inference", "training")
 CANDIDATES = ("recurrax", "recurrax-step", "flax", "torch", "matmul")
 WARMUP_CALLS = 2
 COMPILE_REPEATS = 3
-LINEAR_BATCH, LINEAR_WIDTH = 8, 64
 MIB = 2**20
+
+# The selective section: layers of width 64 at batch 8 (Mamba: d_state 16, expand 2).
+SELECTIVE_BATCH, SELECTIVE_WIDTH, D_STATE, EXPAND, HEADDIM = 8, 64, 16, 2, 64
+SELECTIVE_LAYERS = {  # name: (cell, method); method None is the cell's default
+    "lstm": ("lstm", None),
+    "lru": ("lru", None),
+    "mamba fused": ("mamba", "fused"),
+    "mamba sequential": ("mamba", "sequential"),
+    "mamba2 chunked": ("mamba2", "chunked"),
+    "mamba2 fused": ("mamba2", "fused"),
+}
+# The floors the machine sets, timed beside the layers: one product with a layer's matmul FLOPs per
+# step (three times them for training) and one pass of exp(Δ ⊗ A) over (B, T, E, N), reduced as it
+# is formed (so that no such array is written, as in the fused kernel).
+# Multiply-adds per step of each layer's matrix products, at width W = 64, E = 2W, N = 16:
+#   lstm: (W + W)·4W; mamba: W·2E (in) + E·(R + 2N) (x) + R·E (Δ, R = W/16) + E·W (out);
+#   mamba2: W·(2E + 2N + E/headdim) (in: z, x, B, C, δ) + E·W (out).
+_W, _E, _R = SELECTIVE_WIDTH, EXPAND * SELECTIVE_WIDTH, -(-SELECTIVE_WIDTH // 16)
+LAYER_MACS = {
+    "lstm": 2 * _W * 4 * _W,
+    "mamba": _W * 2 * _E + _E * (_R + 2 * D_STATE) + _R * _E + _E * _W,
+    "mamba2": _W * (2 * _E + 2 * D_STATE + _E // HEADDIM) + _E * _W,
+}
+FLOORS = {f"floor matmul of {kind}": kind for kind in LAYER_MACS} | {"floor exp(Δ⊗A) pass": "exp"}
+TARGET_LENGTH, LONG_TARGET_LENGTH = 4096, 16384
+# One (B, T, E, N) float32 array at the target shape: 8 * 4096 * 128 * 16 * 4 bytes = 256 MiB.
+STATE_ARRAY_MIB = SELECTIVE_BATCH * TARGET_LENGTH * EXPAND * SELECTIVE_WIDTH * D_STATE * 4 / MIB
+LINEAR_IN_T_SLACK = 1.1  # a memory ratio up to 1.1 × the length ratio counts as linear in T
 
 
 def parse_shapes(text: str) -> list[tuple[int, int, int, int]]:
@@ -102,14 +152,36 @@ def _valid_shapes(text):
     return True
 
 
+def _positive_ints(name, allow_empty=False):
+    return _check(
+        lambda v: (allow_empty or bool(v)) and all(s.isdigit() and int(s) >= 1 for s in v),
+        f"--{name} must be positive integers separated by ','",
+    )
+
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "markdown report (default: BENCHMARKS.md at the repository root)")
 flags.DEFINE_string("csv", None, "CSV of every measurement (default: --out with .csv)")
+flags.DEFINE_string(
+    "previous",
+    None,
+    "CSV of a previous run for the no-regression rows (default: the --csv file this run "
+    "overwrites, when it exists; '' for none)",
+)
 flags.DEFINE_list("sections", list(SECTIONS), f"sections to run, among {', '.join(SECTIONS)}")
 flags.DEFINE_list("cells", list(CELLS), f"cells of the cells section, among {', '.join(CELLS)}")
 flags.DEFINE_string("shapes", DEFAULT_SHAPES, "';'-separated batch,length,input,hidden shapes")
 flags.DEFINE_integer(
-    "rounds", 7, "timed rounds per measurement (the median is reported)", lower_bound=1
+    "rounds", 7, "timed rounds per measurement, at least (the median is reported)", lower_bound=1
+)
+flags.DEFINE_integer(
+    "max_rounds", 15, "at most this many rounds for a row with a wide spread", lower_bound=1
+)
+flags.DEFINE_float(
+    "spread_limit",
+    0.1,
+    "a row gets more rounds while a candidate's (q3 - q1) / median is above this",
+    lower_bound=0.0,
 )
 flags.DEFINE_boolean("torch", True, "time torch.nn.RNN/LSTM/GRU when torch can be imported")
 flags.DEFINE_integer("long_length", 16384, "sequence length of the long section", lower_bound=1)
@@ -117,7 +189,27 @@ flags.DEFINE_integer("long_batch", 8, "batch of the long and compile sections", 
 flags.DEFINE_integer("long_input", 32, "input size of the long and compile sections", lower_bound=1)
 flags.DEFINE_integer("long_hidden", 64, "LSTM size of the long and compile sections", lower_bound=1)
 flags.DEFINE_list("compile_lengths", ["256", "1024", "4096", "16384"], "lengths to compile at")
-flags.DEFINE_integer("linear_length", 4096, "sequence length of the linear section", lower_bound=1)
+flags.DEFINE_list(
+    "selective_lengths", ["1024", "4096", "16384"], "sequence lengths of the selective section"
+)
+flags.DEFINE_float(
+    "selective_call_limit",
+    30.0,
+    "selective section: a layer whose one call takes longer (seconds) is not timed",
+    lower_bound=0.0,
+)
+flags.DEFINE_float(
+    "selective_memory_limit",
+    8192.0,
+    "selective section: a layer whose compiled function needs more (MiB) is not run",
+    lower_bound=0.0,
+)
+flags.DEFINE_integer(
+    "chunk_length", 4096, "sequence length of the Mamba-2 chunk-size sweep", lower_bound=1
+)
+flags.DEFINE_list(
+    "chunk_sizes", ["32", "64", "128", "256"], "chunk sizes of the Mamba-2 sweep ('' for none)"
+)
 flags.DEFINE_string("path_shapes", PATH_SHAPES, "';'-separated shapes of the paths section")
 flags.register_validator("shapes", _valid_shapes)
 flags.register_validator("path_shapes", _valid_shapes)
@@ -129,36 +221,131 @@ flags.register_validator(
     "cells",
     _check(lambda v: bool(v) and set(v) <= set(CELLS), f"--cells must be among {tuple(CELLS)}"),
 )
-flags.register_validator(
-    "compile_lengths",
-    _check(
-        lambda v: bool(v) and all(s.isdigit() and int(s) >= 1 for s in v),
-        "--compile_lengths must be positive integers separated by ','",
-    ),
+flags.register_validator("compile_lengths", _positive_ints("compile_lengths"))
+flags.register_validator("selective_lengths", _positive_ints("selective_lengths"))
+flags.register_validator("chunk_sizes", _positive_ints("chunk_sizes", allow_empty=True))
+flags.register_multi_flags_validator(
+    ["rounds", "max_rounds"],
+    lambda f: f["max_rounds"] >= f["rounds"],
+    "--max_rounds must be at least --rounds",
 )
 
 
 # --------------------------------------------------------------------------------------------
-# Timing
+# Timing: medians, spreads, adaptive rounds
 
 
-def median_times(candidates: dict, rounds: int) -> dict[str, float]:
-    """Median seconds per call of each zero-argument, blocking candidate; warmed up, interleaved."""
+class Timing(NamedTuple):
+    """Seconds per call: the median and quartiles over ``rounds`` timed rounds."""
+
+    median: float
+    q1: float
+    q3: float
+    rounds: int
+
+
+class Ratio(NamedTuple):
+    """A ratio of two timings (or memories) and its interval from their spreads."""
+
+    value: float
+    lo: float
+    hi: float
+
+
+class Plan(NamedTuple):
+    """How many rounds to time: ``rounds`` at least, up to ``max_rounds`` while some candidate's
+    relative spread is above ``spread_limit``."""
+
+    rounds: int
+    max_rounds: int
+    spread_limit: float
+
+
+def quartiles(samples) -> tuple[float, float, float]:
+    """``(q1, median, q3)`` of the samples (linear interpolation between order statistics)."""
+    samples = sorted(samples)
+    if not samples:
+        raise ValueError("no samples")
+    if len(samples) == 1:
+        return samples[0], samples[0], samples[0]
+    q1, median, q3 = statistics.quantiles(samples, n=4, method="inclusive")
+    return q1, median, q3
+
+
+def summarize(samples) -> Timing:
+    q1, median, q3 = quartiles(samples)
+    return Timing(median, q1, q3, len(samples))
+
+
+def relative_spread(samples) -> float:
+    """``(q3 - q1) / median`` of the samples: the interquartile range as a fraction of the median."""
+    q1, median, q3 = quartiles(samples)
+    return (q3 - q1) / median if median > 0 else 0.0
+
+
+def needs_more_rounds(samples: dict[str, list[float]], plan: Plan) -> bool:
+    """Whether a row (its candidates' samples so far) gets another interleaved round: while some
+    candidate's relative spread is above ``plan.spread_limit`` and it has fewer than
+    ``plan.max_rounds`` rounds (never before ``plan.rounds``, which the caller runs first)."""
+    if not samples:
+        return False
+    rounds = min(len(s) for s in samples.values())
+    if rounds < plan.rounds:
+        return True
+    if rounds >= plan.max_rounds:
+        return False
+    return any(relative_spread(s) > plan.spread_limit for s in samples.values())
+
+
+def time_candidates(candidates: dict, plan: Plan, warmup: int = WARMUP_CALLS) -> dict[str, Timing]:
+    """Timing of each zero-argument, blocking candidate: warmed up, then interleaved rounds (each
+    round calls every candidate once) until :func:`needs_more_rounds` says stop."""
     for call in candidates.values():
-        for _ in range(WARMUP_CALLS):
+        for _ in range(warmup):
             call()
     samples = {name: [] for name in candidates}
-    for _ in range(rounds):
+    while needs_more_rounds(samples, plan):
         for name, call in candidates.items():
             start = time.perf_counter()
             call()
             samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return {name: summarize(s) for name, s in samples.items()}
+
+
+def ratio(numerator: Timing, denominator: Timing) -> Ratio:
+    """``numerator / denominator`` of the medians, with the interval from the far ends of the
+    spreads: ``[q1 / q3', q3 / q1']``."""
+    return Ratio(
+        numerator.median / denominator.median,
+        numerator.q1 / denominator.q3,
+        numerator.q3 / denominator.q1,
+    )
+
+
+def within_noise(r: Ratio, target: float) -> bool:
+    """Whether the ratio's interval contains ``target``: the run cannot tell which side it is on."""
+    return r.lo <= target <= r.hi
+
+
+def verdict(r: Ratio, threshold: float) -> str:
+    """``met``, ``met within noise`` (the median is below but the interval reaches the threshold)
+    or ``missed by N%`` (how far the median ratio is below the threshold)."""
+    if r.value >= threshold:
+        return "met"
+    if r.hi >= threshold:
+        return "met within noise"
+    return f"missed by {shortfall(r.value, threshold)}"
+
+
+def shortfall(value, threshold):
+    """How far ``value`` is below ``threshold``, as a percentage of the threshold."""
+    return f"{100 * (1 - value / threshold):.0f}%"
 
 
 def progress(label, times):
-    """Prints one measurement's medians as soon as they are known."""
-    print(f"  {label}: " + ", ".join(f"{k} {ms(v)} ms" for k, v in times.items()), flush=True)
+    """Prints one measurement's medians and spreads as soon as they are known."""
+    text = ", ".join(f"{k} {timing_text(v)} ms" for k, v in times.items())
+    print(f"  {label}: {text or 'nothing timed'} ({rounds_of(times) or 0} rounds)", flush=True)
 
 
 def blocking(fn, *args):
@@ -170,11 +357,13 @@ def blocking(fn, *args):
 # The functions measured
 
 
-def recurrax_forward(cell, method=None, remat=None):
+def recurrax_forward(cell, method=None, remat=None, chunk_size=None):
     """``(params, xs) -> ys`` through ``recurrax.unroll``."""
 
     def forward(params, xs):
-        return recurrax.unroll(cell, params, xs, method=method, remat=remat)[1]
+        return recurrax.unroll(cell, params, xs, method=method, remat=remat, chunk_size=chunk_size)[
+            1
+        ]
 
     return forward
 
@@ -251,7 +440,7 @@ def load_torch():
 # Sections
 
 
-def run_cells(shapes, cell_names, rounds, torch_info):
+def run_cells(shapes, cell_names, plan, torch_info):
     """Times every candidate per (shape, cell, mode); one result dict each."""
     torch, device, _ = torch_info
     results = []
@@ -277,7 +466,7 @@ def run_cells(shapes, cell_names, rounds, torch_info):
                 }
                 if torch is not None:
                     candidates["torch"] = torch_candidate(torch, cell_name, shape, mode, device)
-                times = median_times(candidates, rounds)
+                times = time_candidates(candidates, plan)
                 result = {"regime": REGIMES.get(shape, "custom"), "shape": shape, "path": path}
                 results.append(result | {"cell": cell_name, "mode": mode, "times": times})
                 progress(f"{shape_text(shape)} {cell_name} {mode}", times)
@@ -302,7 +491,7 @@ LONG_RUNS = {  # label: (method, remat); the target compares the first two (the 
 }
 
 
-def run_long(length, batch, input_size, hidden, rounds):
+def run_long(length, batch, input_size, hidden, plan):
     """LSTM training step without and with ``remat=True``, for the default method and the step
     path: times and memory."""
     cell = recurrax.lstm(hidden)
@@ -314,7 +503,8 @@ def run_long(length, batch, input_size, hidden, rounds):
         .compile()
         for label, (method, remat) in LONG_RUNS.items()
     }
-    times = median_times({k: blocking(c, params, xs) for k, c in compiled.items()}, rounds)
+    times = time_candidates({k: blocking(c, params, xs) for k, c in compiled.items()}, plan)
+    progress(f"long T={length}", times)
     memory = {k: memory_mib(c) for k, c in compiled.items()}
     return {"shape": (batch, length, input_size, hidden), "times": times, "memory": memory}
 
@@ -327,7 +517,8 @@ def lstm_training_factory(kind, hidden):
 
 
 def run_compile(lengths, batch, input_size, hidden):
-    """Median seconds to trace and compile a fresh training step, per (length, library)."""
+    """Seconds to trace and compile a fresh training step, per (length, library): median and
+    spread of ``COMPILE_REPEATS`` interleaved compilations."""
     params = {
         "recurrax": recurrax.lstm(hidden).init(jax.random.key(0), input_size),
         "flax": nn.RNN(nn.OptimizedLSTMCell(hidden)).init(
@@ -344,29 +535,198 @@ def run_compile(lengths, batch, input_size, hidden):
                 start = time.perf_counter()
                 jax.jit(fn).lower(params[kind], xs).compile()
                 samples[kind].append(time.perf_counter() - start)
-        times = {kind: statistics.median(s) for kind, s in samples.items()}
+        times = {kind: summarize(s) for kind, s in samples.items()}
         results.append({"shape": (batch, length, input_size, hidden), "times": times})
         progress(f"compile T={length}", times)
     return results
 
 
-def run_linear(length, rounds):
-    """Training step of one LSTM, LRU and Mamba layer of width 64 at ``length`` steps."""
-    cells = {
-        "lstm": recurrax.lstm(LINEAR_WIDTH),
-        "lru": recurrax.lru(state_size=LINEAR_WIDTH, features=LINEAR_WIDTH),
-        "mamba": recurrax.mamba(LINEAR_WIDTH),
-    }
-    xs = jax.random.normal(jax.random.key(1), (LINEAR_BATCH, length, LINEAR_WIDTH), jnp.float32)
-    candidates = {}
-    for name, cell in cells.items():
-        params = cell.init(jax.random.key(0), LINEAR_WIDTH)
-        candidates[name] = blocking(jax.jit(training_step(recurrax_forward(cell))), params, xs)
-    times = median_times(candidates, rounds)
-    return {"shape": (LINEAR_BATCH, length, LINEAR_WIDTH, LINEAR_WIDTH), "times": times}
+def make_selective_cell(kind):
+    """A new cell of the selective section's width."""
+    W = SELECTIVE_WIDTH
+    if kind == "lstm":
+        return recurrax.lstm(W)
+    if kind == "lru":
+        return recurrax.lru(state_size=W, features=W)
+    if kind == "mamba":
+        return recurrax.mamba(W, d_state=D_STATE, expand=EXPAND)
+    from recurrax.cells.mamba2 import mamba2
+
+    return mamba2(W, d_state=D_STATE, expand=EXPAND, headdim=HEADDIM)
 
 
-def run_paths(shapes, rounds):
+def path_text(cell, params, batch, length, method, chunk_size=None):
+    """The concrete path that ``unroll`` takes, e.g. ``fused``, ``sequential`` or ``chunked 64``."""
+    path = paths.resolve(cell, params, batch, length, method, chunk_size)
+    chunk = path.chunk_size
+    if chunk is None and path.method == "chunked" and cell.selective:
+        chunk = ssd.DEFAULT_CHUNK  # the state-space-dual kernel's own default
+    return path.method + ("" if chunk is None else f" {chunk}")
+
+
+def first_line(error):
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:160] if lines else ''}"
+
+
+def predicted_seconds(last, length):
+    """A bound on a call's time at ``length`` from ``(length', seconds)`` at a shorter length (0
+    without one): as if the time grew with T². A call cannot be interrupted once it runs, so the
+    bound errs on the side of skipping: on a loaded 2-core machine one call has been seen to take
+    20× longer at 4× the length."""
+    if last is None:
+        return 0.0
+    last_length, seconds = last
+    return seconds * (length / last_length) ** 2
+
+
+class Prepared(NamedTuple):
+    """One layer of the selective section, compiled and called once (or why not)."""
+
+    call: object  # a zero-argument blocking call to time, or None when it is not timed
+    memory: tuple  # (temp MiB, temp + arguments + outputs MiB), or Nones
+    path: str  # the concrete path, e.g. "chunked 64"
+    note: str  # why it is not timed, or ""
+    seconds: float | None  # the one call's time, when it ran
+
+
+def prepare_call(make_cell, method, chunk_size, mode, xs, limits, last):
+    """Builds, compiles and calls one layer once. No call (and a note) when it fails, when its
+    compiled function needs more than the memory limit, or when one call takes (or is predicted
+    from ``last``, a shorter length's ``(length, seconds)``, to take) over the time limit."""
+    call_limit, memory_limit = limits
+    batch, length, _ = xs.shape
+    memory, path = (None, None), ""
+
+    def skip(note, seconds=None):
+        return Prepared(None, memory, path, note, seconds)
+
+    predicted = predicted_seconds(last, length)
+    if predicted > call_limit:
+        return skip(
+            f"not run: one call could take {predicted:.0f} s ({last[1]:.1f} s at T={last[0]}, "
+            f"scaled by T²; over --selective_call_limit={call_limit:g} s)"
+        )
+    try:
+        cell = make_cell()
+        params = cell.init(jax.random.key(0), SELECTIVE_WIDTH)
+        path = path_text(cell, params, batch, length, method, chunk_size)
+        fn = for_mode(recurrax_forward(cell, method, chunk_size=chunk_size), mode)
+        compiled = jax.jit(fn).lower(params, xs).compile()
+        memory = memory_mib(compiled)
+        if memory[1] is not None and memory[1] > memory_limit:
+            return skip(
+                f"not run: needs {memory[1]:.0f} MiB (over --selective_memory_limit="
+                f"{memory_limit:g})"
+            )
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(params, xs))
+        seconds = time.perf_counter() - start
+    except Exception as error:  # out of memory, or a path this tree does not have
+        return skip(f"failed: {first_line(error)}")
+    if seconds > call_limit:
+        return skip(
+            f"not timed: one call took {seconds:.1f} s (over --selective_call_limit="
+            f"{call_limit:g} s)",
+            seconds,
+        )
+    return Prepared(blocking(compiled, params, xs), memory, path, "", seconds)
+
+
+def floor_call(kind, length, mode):
+    """A blocking call of one floor of the selective section (see ``FLOORS``)."""
+    B = SELECTIVE_BATCH
+    kx, kw = jax.random.split(jax.random.key(3))
+    if kind == "exp":
+        delta = jax.random.uniform(kx, (B, length, _E), jnp.float32)
+        A = -jax.random.uniform(kw, (_E, D_STATE), jnp.float32)
+        return blocking(jax.jit(lambda d, A: jnp.sum(jnp.exp(d[..., None] * A))), delta, A)
+    rows = B * length * (1 if mode == "inference" else 3)
+    x = jax.random.normal(kx, (rows, _W), jnp.float32)
+    w = jax.random.normal(kw, (_W, LAYER_MACS[kind] // _W), jnp.float32)
+    return blocking(jax.jit(jnp.matmul), x, w)
+
+
+def run_selective(lengths, plan, limits):
+    """Training step and inference of each ``SELECTIVE_LAYERS`` layer at each length: times
+    (interleaved), memory, the concrete path and, for layers not timed, why."""
+    B, W = SELECTIVE_BATCH, SELECTIVE_WIDTH
+    results, last = [], {}  # last: (name, mode) -> (length, seconds per call) of the last timing
+    defaults = {}
+    for length in sorted(lengths):
+        xs = jax.random.normal(jax.random.key(1), (B, length, W), jnp.float32)
+        for mode in MODES:
+            row = {"shape": (B, length, W, W), "mode": mode, "times": {}, "memory": {},
+                   "paths": {}, "notes": {}, "default": {}}  # fmt: skip
+            calls = {}
+            for name, (kind, method) in SELECTIVE_LAYERS.items():
+                call, memory, path, note, seconds = prepare_call(
+                    lambda kind=kind: make_selective_cell(kind), method, None, mode, xs, limits,
+                    last.get((name, mode)),
+                )  # fmt: skip
+                row["memory"][name], row["paths"][name], row["notes"][name] = memory, path, note
+                if seconds is not None:
+                    last[(name, mode)] = (length, seconds)
+                if call is not None:
+                    calls[name] = call
+                if kind not in defaults:
+                    defaults[kind] = default_method_of(kind, B, length)
+                row["default"][name] = method is None or method == defaults[kind]
+            for name, kind in FLOORS.items():
+                calls[name] = floor_call(kind, length, mode)
+                row["memory"][name], row["paths"][name], row["notes"][name] = (None, None), "", ""
+                row["default"][name] = False
+            # The one call of prepare_call counts as the first warm-up.
+            row["times"] = time_candidates(calls, plan, warmup=WARMUP_CALLS - 1)
+            for name, timing in row["times"].items():
+                last[(name, mode)] = (length, timing.median)
+            results.append(row)
+            progress(f"selective T={length} {mode}", row["times"])
+            for name, note in row["notes"].items():
+                if note:
+                    print(f"    {name}: {note}", flush=True)
+    return results
+
+
+def default_method_of(kind, batch, length):
+    """The method ``unroll`` takes for the section's ``kind`` of cell, or a note why unknown."""
+    try:
+        cell = make_selective_cell(kind)
+        params = cell.init(jax.random.key(0), SELECTIVE_WIDTH)
+        return paths.default_method(cell, params, batch, length)
+    except Exception as error:
+        return f"unknown ({first_line(error)})"
+
+
+def run_chunks(length, chunk_sizes, plan, limits):
+    """The Mamba-2 training step on the chunked form at each chunk size, interleaved."""
+    xs = jax.random.normal(
+        jax.random.key(1), (SELECTIVE_BATCH, length, SELECTIVE_WIDTH), jnp.float32
+    )
+    result = {"shape": (SELECTIVE_BATCH, length, SELECTIVE_WIDTH, SELECTIVE_WIDTH),
+              "times": {}, "memory": {}, "notes": {}, "default": None}  # fmt: skip
+    calls = {}
+    for size in chunk_sizes:
+        name = f"chunk {size}"
+        call, memory, _, note, _ = prepare_call(
+            lambda: make_selective_cell("mamba2"), "chunked", size, "training", xs, limits, None
+        )
+        result["memory"][name], result["notes"][name] = memory, note
+        if call is not None:
+            calls[name] = call
+    try:
+        cell = make_selective_cell("mamba2")
+        params = cell.init(jax.random.key(0), SELECTIVE_WIDTH)
+        default = paths.resolve(cell, params, SELECTIVE_BATCH, length, "chunked", None)
+        result["default"] = default.chunk_size or ssd.DEFAULT_CHUNK
+    except Exception as error:
+        result["default"] = f"unknown ({first_line(error)})"
+    result["times"] = time_candidates(calls, plan, warmup=WARMUP_CALLS - 1)
+    progress(f"mamba2 chunks T={length}", result["times"])
+    return result
+
+
+def run_paths(shapes, plan):
     """Training step of each cell on the fused and on the step path, per shape."""
     results = []
     for shape in shapes:
@@ -379,7 +739,7 @@ def run_paths(shapes, rounds):
                 method: blocking(jax.jit(training_step(recurrax_forward(cell, method))), params, xs)
                 for method in ("fused", "step")
             }
-            times = median_times(candidates, rounds)
+            times = time_candidates(candidates, plan)
             default = default_method(cell.projected, params, B)
             results.append({"shape": shape, "cell": cell_name, "default": default, "times": times})
             progress(f"paths {shape_text(shape)} {cell_name}", times)
@@ -391,105 +751,380 @@ def run_paths(shapes, rounds):
 
 
 def rows_against(cell_results, regime, mode, rival):
-    """The cells-section rows of ``regime`` and ``mode`` in which ``rival`` was timed."""
+    """The cells-section rows of ``regime`` (None: every regime) and ``mode`` in which ``rival``
+    was timed."""
     return [
         r
         for r in cell_results
-        if r["regime"] == regime and r["mode"] == mode and rival in r["times"]
+        if (regime is None or r["regime"] == regime) and r["mode"] == mode and rival in r["times"]
     ]
 
 
-def speedup(row, rival):
-    """``rival/recurrax`` time ratio of one row."""
-    return row["times"][rival] / row["times"]["recurrax"]
+def speedup(row, rival) -> Ratio:
+    """``rival/recurrax`` time ratio of one row, with its interval."""
+    return ratio(row["times"][rival], row["times"]["recurrax"])
 
 
 def worst_ratio(cell_results, regime, mode, rival):
-    """Smallest ``rival/recurrax`` time ratio over the cells and shapes of ``regime``."""
-    rows = rows_against(cell_results, regime, mode, rival)
+    """``(ratio, row)`` of the smallest ``rival/recurrax`` median ratio, or None."""
+    rows = rows_against(cell_results or [], regime, mode, rival)
     if not rows:
         return None
-    worst = min(rows, key=lambda r: speedup(r, rival))
-    ratio = speedup(worst, rival)
-    return ratio, f"{ratio:.2f}× (worst: {worst['cell']} at {shape_text(worst['shape'])})"
+    worst = min(rows, key=lambda r: speedup(r, rival).value)
+    return speedup(worst, rival), worst
 
 
-def cell_target(cell_results, regime, mode, rival, threshold, missing):
-    """``(measured, status)`` of "recurrax ≥ threshold × faster than rival" in a regime."""
+def interval_text(r: Ratio):
+    """``value [lo–hi]``, or the value alone when the interval is a point (no spread known)."""
+    if f"{r.lo:.2f}" == f"{r.value:.2f}" == f"{r.hi:.2f}":
+        return f"{r.value:.2f}"
+    return f"{r.value:.2f} [{r.lo:.2f}–{r.hi:.2f}]"
+
+
+def ratio_interval_text(r: Ratio):
+    return interval_text(r).replace(" ", "× ", 1) if " " in interval_text(r) else f"{r.value:.2f}×"
+
+
+def below_yardstick(cell_results, regime, mode, rival, threshold):
+    """The rows that miss the target, and those among them where it asks for less time than one
+    matmul of the same FLOPs: a loop of the same products cannot meet it at this machine's matmul
+    rate."""
+    rows = rows_against(cell_results, regime, mode, rival)
+    short = [r for r in rows if speedup(r, rival).value < threshold]
+    if not short:
+        return ""
+    noise = [r for r in short if speedup(r, rival).hi >= threshold]
+    text = f"; {len(short)} of {len(rows)} rows below" + (
+        f" ({len(noise)} within noise)" if noise else ""
+    )
+    below = [r for r in short if r["times"][rival].median / threshold < r["times"]["matmul"].median]
+    if below:
+        text += ", where it needs less time than the same-FLOP matmul: " + ", ".join(
+            f"{r['cell']} at {shape_text(r['shape'])} (needs ≤"
+            f"{ms(r['times'][rival].median / threshold)} ms, matmul "
+            f"{ms(r['times']['matmul'].median)} ms)"
+            for r in below
+        )
+    return text
+
+
+def cell_target(cell_results, regime, mode, rival, threshold, missing=None):
+    """``(measured, status)`` of "recurrax ≥ threshold × rival's speed in every row of ``regime``
+    (None: every regime)": met when the worst row's median ratio reaches it, met within noise when
+    every row's interval reaches it, otherwise missed by the worst row's shortfall."""
     if cell_results is None:
         return "not measured: cells section not run", "not measured"
     if rival == "torch" and missing:
         return f"not measured: {missing}", "not measured"
     found = worst_ratio(cell_results, regime, mode, rival)
     if found is None:
-        return f"not measured: no {regime} shape in --shapes", "not measured"
-    ratio, text = found
-    return text + below_yardstick(cell_results, regime, mode, rival, threshold), (
-        "met" if ratio >= threshold else "not met"
-    )
-
-
-def below_yardstick(cell_results, regime, mode, rival, threshold):
-    """The rows that miss the target, and those among them where it asks for less time than one
-    matmul of the same FLOPs takes: a loop of the same products cannot meet it at this machine's
-    matmul rate."""
+        return f"not measured: no {regime or mode} row with {rival}", "not measured"
+    worst, row = found
     rows = rows_against(cell_results, regime, mode, rival)
-    short = [r for r in rows if speedup(r, rival) < threshold]
-    if not short:
+    text = f"{ratio_interval_text(worst)} (worst: {row['cell']} at {shape_text(row['shape'])})"
+    text += below_yardstick(cell_results, regime, mode, rival, threshold)
+    if worst.value >= threshold:
+        return text, "met"
+    if all(speedup(r, rival).hi >= threshold for r in rows):
+        return text, "met within noise"
+    return text, f"missed by {shortfall(worst.value, threshold)}"
+
+
+def selective_row(selective, length, mode):
+    """The selective-section row at ``length`` and ``mode``, or None."""
+    return next((r for r in selective or [] if r["shape"][1] == length and r["mode"] == mode), None)
+
+
+def selective_against_lstm(selective, name, length=TARGET_LENGTH):
+    """``lstm/name`` training time ratio at ``length`` (the layer's speed over the LSTM's), or
+    ``(None, why not)``."""
+    row = selective_row(selective, length, "training")
+    if row is None:
+        return None, f"not measured: no selective training row at T={length}"
+    for needed in ("lstm", name):
+        if needed not in row["times"]:
+            why = row.get("notes", {}).get(needed) or "not run"
+            return None, f"not measured: {needed} at T={length}: {why}"
+    return ratio(row["times"]["lstm"], row["times"][name]), ""
+
+
+def floor_text(selective, kind, length=TARGET_LENGTH):
+    """``; the floors allow at most N×``: the LSTM's training time over the layer's floor (its
+    matmuls plus two exp passes), or "" when they were not timed."""
+    row = selective_row(selective, length, "training")
+    names = ("lstm", f"floor matmul of {kind}", "floor exp(Δ⊗A) pass")
+    if row is None or any(n not in row["times"] for n in names):
         return ""
-    below = [r for r in short if r["times"][rival] / threshold < r["times"]["matmul"]]
-    text = f"; {len(short)} of {len(rows)} rows short"
-    if below:
-        text += ", where it needs less time than the same-FLOP matmul: " + ", ".join(
-            f"{r['cell']} at {shape_text(r['shape'])} (needs ≤{ms(r['times'][rival] / threshold)} "
-            f"ms, matmul {ms(r['times']['matmul'])} ms)"
-            for r in below
+    lstm, matmul, exp = (row["times"][n].median for n in names)
+    return f"; the floors (matmul + 2 exp passes) allow at most {lstm / (matmul + 2 * exp):.2f}×"
+
+
+def mamba_default_name(row):
+    """The name of the mamba row that runs mamba's default method, or None."""
+    return next((n for n in row["times"] if n.startswith("mamba ") and row["default"].get(n)), None)
+
+
+def not_measured(names, why):
+    """Target rows that could not be measured, and why."""
+    return [(name, f"not measured: {why}", "", "not measured") for name in names]
+
+
+def mamba_targets(selective):
+    """The Mamba block's speed and memory targets at (8, 4096, 64), default method."""
+    name_speed = (
+        f"Mamba block training step ({SELECTIVE_BATCH},{TARGET_LENGTH},{SELECTIVE_WIDTH}; d_state "
+        f"{D_STATE}, expand {EXPAND}; default method) ≥0.7× the LSTM layer's speed"
+    )
+    name_memory = (
+        "Mamba block training step (same): peak temporary memory below one (B,T,E,N) float32 "
+        f"array ({STATE_ARRAY_MIB:.0f} MiB)"
+    )
+    if selective is None:
+        return not_measured((name_speed, name_memory), "selective section not run")
+    row = selective_row(selective, TARGET_LENGTH, "training")
+    name = mamba_default_name(row) if row else None
+    if name is None:
+        why = (
+            f"no selective training row at T={TARGET_LENGTH}"
+            if row is None
+            else "mamba's default method was not timed"
         )
-    return text
+        return not_measured((name_speed, name_memory), why)
+    r, why = selective_against_lstm(selective, name)
+    speed = (
+        (
+            name_speed,
+            f"{ratio_interval_text(r)} ({name}){floor_text(selective, 'mamba')}",
+            "",
+            verdict(r, 0.7),
+        )
+        if r
+        else (name_speed, why, "", "not measured")
+    )
+    temp = row["memory"][name][0]
+    if temp is None:
+        memory = (name_memory, "not measured: no memory analysis", "", "not measured")
+    else:
+        status = (
+            "met"
+            if temp < STATE_ARRAY_MIB
+            else f"missed by {temp - STATE_ARRAY_MIB:.0f} MiB ({temp / STATE_ARRAY_MIB:.2f}×)"
+        )
+        memory = (name_memory, f"{temp:.1f} MiB temp ({name})", "", status)
+    return [speed, memory]
 
 
-def remat_target(long_result):
-    """``(measured, status)`` of "remat: ≥4× less peak memory for ≤1.5× the time", for the default
-    method and for the step path (plain autodiff of the loop)."""
-    if long_result is None:
-        return "not measured: long section not run", "not measured"
-    memory, times = long_result["memory"], long_result["times"]
-    if any(total is None for _, total in memory.values()):
-        return "not measured: no memory analysis on this backend", "not measured"
+def mamba2_targets(selective):
+    """Mamba-2 chunked: speed against the LSTM layer, and memory growth from T=4096 to 16384."""
+    name_speed = (
+        f"Mamba-2 chunked training step (T={TARGET_LENGTH}, same width and state) ≥2× faster "
+        "than the LSTM layer"
+    )
+    growth = LONG_TARGET_LENGTH / TARGET_LENGTH
+    name_memory = (
+        f"Mamba-2 chunked training step: peak temporary memory at T={LONG_TARGET_LENGTH} over "
+        f"T={TARGET_LENGTH} (linear in T: ≈{growth:g})"
+    )
+    if selective is None:
+        return not_measured((name_speed, name_memory), "selective section not run")
+    r, why = selective_against_lstm(selective, "mamba2 chunked")
+    speed = (
+        (
+            name_speed,
+            f"{ratio_interval_text(r)}{floor_text(selective, 'mamba2')}",
+            "",
+            verdict(r, 2.0),
+        )
+        if r
+        else (name_speed, why, "", "not measured")
+    )
+    temps = []
+    for length in (TARGET_LENGTH, LONG_TARGET_LENGTH):
+        row = selective_row(selective, length, "training")
+        temps.append(None if row is None else row["memory"].get("mamba2 chunked", (None,))[0])
+    if None in temps or temps[0] == 0:
+        memory = not_measured([name_memory], "no memory of mamba2 chunked at both lengths")[0]
+    else:
+        memory_ratio = temps[1] / temps[0]
+        status = (
+            "linear"
+            if memory_ratio <= growth * LINEAR_IN_T_SLACK
+            else f"above linear by {100 * (memory_ratio / growth - 1):.0f}%"
+        )
+        measured = f"{memory_ratio:.2f}× ({temps[1]:.1f} MiB / {temps[0]:.1f} MiB temp)"
+        memory = (name_memory, measured, "", status)
+    return [speed, memory]
 
-    def cut(plain, remat):
-        return memory[plain][1] / memory[remat][1], times[remat] / times[plain]
 
-    runs = {"default": cut("no remat", "remat"), "step path": cut("step, no remat", "step, remat")}
-    text = "; ".join(f"{k}: memory {m:.2f}× smaller, time {t:.2f}×" for k, (m, t) in runs.items())
-    text += f" (T={long_result['shape'][1]})"
-    met = [k for k, (m, t) in runs.items() if m >= 4 and t <= 1.5]
-    status = "met" if len(met) == len(runs) else f"met on the {met[0]} only" if met else "not met"
-    return text, status
+# The ratios that must not regress: (name, metric(results) -> Ratio or None).
+def _cells_metric(regime, mode, rival):
+    def metric(results):
+        found = worst_ratio(results.get("cells"), regime, mode, rival)
+        return None if found is None else found[0]
 
-
-def linear_target(linear_result):
-    """``(measured, status)`` of "the faster of lru and mamba is ≥5× faster than the LSTM"."""
-    if linear_result is None:
-        return "not measured: linear section not run", "not measured"
-    times = linear_result["times"]
-    best = max(("lru", "mamba"), key=lambda k: times["lstm"] / times[k])
-    ratio = times["lstm"] / times[best]
-    return f"{ratio:.2f}× ({best})", "met" if ratio >= 5 else "not met"
+    return metric
 
 
-def targets(cells, long, linear, torch_missing):
-    """One ``(target, measured, status)`` per target."""
-    rows = [
-        ("training ≥1.5× faster than Flax (long-range)", "long-range", "training", "flax", 1.5),
-        ("training ≥1.0× Flax's speed (throughput)", "throughput", "training", "flax", 1.0),
-        ("training ≥1.2× faster than PyTorch (long-range)", "long-range", "training", "torch", 1.2),
-        ("inference ≥1.5× faster than Flax (long-range)", "long-range", "inference", "flax", 1.5),
-    ]
-    out = [(name, *cell_target(cells, *args, torch_missing)) for name, *args in rows]
-    out.append(("remat cuts peak memory ≥4× for ≤1.5× the time (long length)", *remat_target(long)))
-    out.append(("an lru or mamba layer ≥5× faster than the LSTM layer", *linear_target(linear)))
-    return out
+def _remat_memory(results):
+    long = results.get("long")
+    if long is None or any(m[1] is None for m in long["memory"].values()):
+        return None
+    value = long["memory"]["no remat"][1] / long["memory"]["remat"][1]
+    return Ratio(value, value, value)
+
+
+def _remat_speed(results):
+    long = results.get("long")
+    return None if long is None else ratio(long["times"]["no remat"], long["times"]["remat"])
+
+
+def _lru_speed(results):
+    return selective_against_lstm(results.get("selective"), "lru")[0]
+
+
+REGRESSION_METRICS = (
+    ("training flax/recurrax, long-range (worst row)", _cells_metric("long-range", "training", "flax")),
+    ("training flax/recurrax, throughput (worst row)", _cells_metric("throughput", "training", "flax")),
+    ("training torch/recurrax, long-range (worst row)", _cells_metric("long-range", "training", "torch")),
+    ("inference flax/recurrax, long-range (worst row)", _cells_metric("long-range", "inference", "flax")),
+    ("remat: peak memory without / with (LSTM, long length, default method)", _remat_memory),
+    ("remat: time without / with (LSTM, long length, default method)", _remat_speed),
+)  # fmt: skip
+# Ratios shown beside the previous run's without a verdict: the old "an LRU layer ≥5× faster than
+# the LSTM layer" compares two recurrax layers, so its ratio also falls when the LSTM gets faster.
+REFERENCE_METRICS = (
+    (f"LRU layer speed over the LSTM layer's (training, T={TARGET_LENGTH})", _lru_speed),
+)
+
+
+def regression_status(now: Ratio | None, before: Ratio | None) -> str:
+    """``kept`` (not lower), ``kept within noise`` (lower, but the intervals overlap) or
+    ``regressed by N%``; ``not measured`` / ``no previous value`` when one side is missing."""
+    if now is None:
+        return "not measured"
+    if before is None:
+        return "no previous value"
+    if now.value >= before.value:
+        return "kept"
+    if now.hi >= before.lo:
+        return "kept within noise"
+    return f"regressed by {shortfall(now.value, before.value)}"
+
+
+def in_common(results, previous):
+    """Both runs' results cut to what both measured: the cells rows of the same (regime, shape,
+    cell, mode), and the long section where its shape is the same, so that a no-regression metric
+    compares like with like."""
+
+    def key(r):
+        return r["regime"], tuple(r["shape"]), r["cell"], r["mode"]
+
+    cells = [results.get("cells") or [], previous.get("cells") or []]
+    shared = {key(r) for r in cells[0]} & {key(r) for r in cells[1]}
+    long = [results.get("long"), previous.get("long")]
+    same_long = None not in long and tuple(long[0]["shape"]) == tuple(long[1]["shape"])
+    return [
+        run | {"cells": [r for r in run_cells if key(r) in shared] or None,
+               "long": run_long if same_long else None}
+        for run, run_cells, run_long in zip((results, previous), cells, long, strict=True)
+    ]  # fmt: skip
+
+
+def regression_rows(results, previous):
+    """One ``(target, measured, previous, status)`` per ``REGRESSION_METRICS`` entry (and per
+    ``REFERENCE_METRICS`` entry, without a verdict). Where the
+    previous run gives a value, both sides are cut to the rows both runs measured
+    (:func:`in_common`); elsewhere the measured value is this run's over all its rows."""
+    shared = in_common(results, previous) if previous is not None else None
+    rows = []
+    for (name, metric), reference in [
+        *((entry, False) for entry in REGRESSION_METRICS),
+        *((entry, True) for entry in REFERENCE_METRICS),
+    ]:
+        before = metric(shared[1]) if shared else None
+        now = metric(shared[0]) if before is not None else metric(results)
+        status = regression_status(now, before)
+        rows.append((
+            f"{'for reference' if reference else 'no regression'}: {name}",
+            "not measured" if now is None else ratio_interval_text(now),
+            "" if before is None else ratio_interval_text(before),
+            "reference only" if reference and now is not None else status,
+        ))  # fmt: skip
+    return rows
+
+
+def targets(results, previous):
+    """One ``(target, measured, previous, status)`` per target; ``results`` holds the sections'
+    results by name (None where not run), ``previous`` those read from the previous CSV (or None)."""
+    cells = results.get("cells")
+    measured, status = cell_target(cells, None, "inference", "flax", 1.0)
+    found = worst_ratio(previous.get("cells"), None, "inference", "flax") if previous else None
+    rows = [(
+        "inference ≥1.0× Flax's speed at every cell shape (within the spread)",
+        measured,
+        "" if found is None else ratio_interval_text(found[0]),
+        status,
+    )]  # fmt: skip
+    rows += mamba_targets(results.get("selective"))
+    rows += mamba2_targets(results.get("selective"))
+    return rows + regression_rows(results, previous)
+
+
+# --------------------------------------------------------------------------------------------
+# Previous run
+
+
+def timing_from_csv(row):
+    """The Timing of one CSV row (a single-median Timing for CSVs without spreads), or None."""
+    if not row.get("median_ms"):
+        return None
+    median = float(row["median_ms"]) / 1e3
+    q1 = float(row["q1_ms"]) / 1e3 if row.get("q1_ms") else median
+    q3 = float(row["q3_ms"]) / 1e3 if row.get("q3_ms") else median
+    return Timing(median, q1, q3, int(row["rounds"]) if row.get("rounds") else 0)
+
+
+def selective_name(cell, candidate):
+    """The selective layer name of a CSV row (the old ``linear`` section's rows included)."""
+    return cell if candidate in ("default", "recurrax") else f"{cell} {candidate}"
+
+
+def results_from_csv(rows):
+    """The cells, long and selective results of a CSV written by this script (or by its earlier
+    versions), as far as the no-regression metrics need them."""
+    cells, selective, long = {}, {}, None
+    for row in rows:
+        timing = timing_from_csv(row)
+        shape = tuple(int(v) for v in row["shape"].split(","))
+        memory = tuple(float(row[k]) if row.get(k) else None for k in ("temp_mib", "peak_mib"))
+        if row["section"] == "cells" and timing is not None:
+            key = (row["regime"], shape, row["cell"], row["mode"])
+            entry = {"regime": row["regime"], "shape": shape, "cell": row["cell"],
+                     "mode": row["mode"], "times": {}}  # fmt: skip
+            cells.setdefault(key, entry)["times"][row["candidate"]] = timing
+        elif row["section"] == "long" and timing is not None:
+            long = long or {"shape": shape, "times": {}, "memory": {}}
+            long["times"][row["candidate"]] = timing
+            long["memory"][row["candidate"]] = memory
+        elif row["section"] in ("selective", "linear"):
+            mode = row["mode"]
+            entry = {"shape": shape, "mode": mode, "times": {}, "memory": {}, "notes": {},
+                     "default": {}}  # fmt: skip
+            entry = selective.setdefault((shape, mode), entry)
+            name = selective_name(row["cell"], row["candidate"])
+            entry["memory"][name] = memory
+            if timing is not None:
+                entry["times"][name] = timing
+    return {"cells": list(cells.values()) or None, "long": long,
+            "selective": list(selective.values()) or None}  # fmt: skip
+
+
+def load_previous(path):
+    """The results of the CSV at ``path`` (None when there is none)."""
+    if path is None or not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        return results_from_csv(list(csv.DictReader(f)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -504,8 +1139,30 @@ def ms(seconds):
     return f"{seconds * 1e3:.3f}"
 
 
-def ratio_text(numerator, denominator):
+def short_ms(seconds):
+    return f"{seconds * 1e3:.4g}"
+
+
+def timing_text(t: Timing):
+    """``median [q1–q3]`` in milliseconds."""
+    return f"{ms(t.median)} [{short_ms(t.q1)}–{short_ms(t.q3)}]"
+
+
+def ratio_text(numerator: Timing | None, denominator: Timing | None, target=1.0):
+    """``numerator/denominator [lo–hi]``, with "within noise" where the interval holds ``target``."""
+    if numerator is None or denominator is None:
+        return ""
+    r = ratio(numerator, denominator)
+    noise = target is not None and within_noise(r, target)
+    return interval_text(r) + (" within noise" if noise else "")
+
+
+def plain_ratio(numerator, denominator):
     return "" if numerator is None or denominator is None else f"{numerator / denominator:.2f}"
+
+
+def rounds_of(times):
+    return max((t.rounds for t in times.values()), default="")
 
 
 def markdown_table(header, rows):
@@ -513,56 +1170,116 @@ def markdown_table(header, rows):
     return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
 
 
-def cells_table(results):
+def cells_table(results, previous=None):
     header = ["regime", "shape B,T,D,H", "cell", "mode", "default path"]
     header += [f"{c} ms" for c in CANDIDATES]
-    header += ["flax/recurrax", "torch/recurrax", "step/recurrax", "matmul/recurrax"]
+    header += ["rounds", "flax/recurrax", "torch/recurrax", "step/recurrax", "matmul/recurrax"]
+    header += ["previous flax/recurrax"]
+    before = {
+        (r["regime"], tuple(r["shape"]), r["cell"], r["mode"]): r
+        for r in (previous or {}).get("cells") or []
+    }
     rows = []
     for r in results:
         t = r["times"]
         base = t["recurrax"]
         row = [r["regime"], shape_text(r["shape"]), r["cell"], r["mode"], r["path"]]
-        row += [ms(t[c]) if c in t else "" for c in CANDIDATES]
-        row += [ratio_text(t.get(c), base) for c in ("flax", "torch", "recurrax-step", "matmul")]
+        row += [timing_text(t[c]) if c in t else "" for c in CANDIDATES]
+        row += [rounds_of(t)]
+        row += [ratio_text(t.get(c), base) for c in ("flax", "torch", "recurrax-step")]
+        row += [ratio_text(t.get("matmul"), base, target=None)]
+        old = before.get((r["regime"], tuple(r["shape"]), r["cell"], r["mode"]))
+        old_times = old["times"] if old else {}
+        row += [ratio_text(old_times.get("flax"), old_times.get("recurrax"), target=None)]
         rows.append(row)
     return markdown_table(header, rows)
 
 
 def long_table(result):
     t, m = result["times"], result["memory"]
-    header = ["shape B,T,D,H", "run", "median ms", "temp MiB", "temp+args+outputs MiB"]
+    header = ["shape B,T,D,H", "run", "median ms [IQR]", "rounds", "temp MiB",
+              "temp+args+outputs MiB"]  # fmt: skip
     rows = [
-        [shape_text(result["shape"]), label, ms(t[label])]
+        [shape_text(result["shape"]), label, timing_text(t[label]), t[label].rounds]
         + [f"{v:.1f}" if v is not None else "n/a" for v in m[label]]
         for label in LONG_RUNS
     ]
     ratios = (
         f"Default method: memory(no remat)/memory(remat): temp "
-        f"{ratio_text(m['no remat'][0], m['remat'][0])}, temp+args+outputs "
-        f"{ratio_text(m['no remat'][1], m['remat'][1])}; time(remat)/time(no remat): "
-        f"{ratio_text(t['remat'], t['no remat'])}. Step path: memory(no remat)/memory(remat): "
-        f"temp+args+outputs {ratio_text(m['step, no remat'][1], m['step, remat'][1])}; "
-        f"time(remat)/time(no remat): {ratio_text(t['step, remat'], t['step, no remat'])}. "
+        f"{plain_ratio(m['no remat'][0], m['remat'][0])}, temp+args+outputs "
+        f"{plain_ratio(m['no remat'][1], m['remat'][1])}; time(remat)/time(no remat): "
+        f"{ratio_text(t['remat'], t['no remat'], None)}. Step path: memory(no remat)/memory(remat):"
+        f" temp+args+outputs {plain_ratio(m['step, no remat'][1], m['step, remat'][1])}; "
+        f"time(remat)/time(no remat): {ratio_text(t['step, remat'], t['step, no remat'], None)}. "
         f"Step path without remat against the default with remat: memory "
-        f"{ratio_text(m['step, no remat'][1], m['remat'][1])}, time "
-        f"{ratio_text(t['remat'], t['step, no remat'])}."
+        f"{plain_ratio(m['step, no remat'][1], m['remat'][1])}, time "
+        f"{ratio_text(t['remat'], t['step, no remat'], None)}."
     )
     return markdown_table(header, rows) + "\n\n" + ratios
 
 
+def seconds_text(t: Timing):
+    """``median [q1–q3]`` in seconds."""
+    return f"{t.median:.2f} [{t.q1:.2f}–{t.q3:.2f}]"
+
+
 def compile_table(results):
     rows = [
-        [r["shape"][1], f"{r['times']['recurrax']:.2f}", f"{r['times']['flax']:.2f}",
+        [r["shape"][1], seconds_text(r["times"]["recurrax"]), seconds_text(r["times"]["flax"]),
          ratio_text(r["times"]["flax"], r["times"]["recurrax"])]
         for r in results
     ]  # fmt: skip
     return markdown_table(["length", "recurrax s", "flax s", "flax/recurrax"], rows)
 
 
-def linear_table(result):
+def mib_text(value):
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def selective_table(results):
+    header = ["shape B,T,D,H", "mode", "layer", "path", "median ms [IQR]", "rounds",
+              "lstm/layer", "temp MiB", "temp+args+outputs MiB", "note"]  # fmt: skip
+    rows = []
+    for r in results:
+        t, lstm = r["times"], r["times"].get("lstm")
+        for name in [*SELECTIVE_LAYERS, *FLOORS]:
+            if name not in r["memory"]:
+                continue
+            temp, total = r["memory"][name]
+            path = r["paths"].get(name, "") + (" (default)" if r["default"].get(name) else "")
+            timed = name in t
+            rows.append([shape_text(r["shape"]), r["mode"], name, path,
+                         timing_text(t[name]) if timed else "", t[name].rounds if timed else "",
+                         ratio_text(lstm, t.get(name), target=None), mib_text(temp),
+                         mib_text(total), r["notes"].get(name, "")])  # fmt: skip
+    note = (
+        "\n\n`lstm/layer` is the LSTM layer's time over the layer's: above 1 when the layer is "
+        "faster. `path` is the concrete method `recurrax.unroll` runs (`recurrax.paths.resolve`), "
+        "`(default)` where it is the cell's default. Memory is the compiled function's "
+        "(`memory_analysis()`): temporaries, and temporaries plus arguments and outputs. The "
+        "`floor` rows are what the machine sets: one product with the layer's matmul FLOPs (three "
+        "times them for training), and one pass of `exp(Δ⊗A)` over `(B, T, E, N)`, summed as it "
+        "is formed. A selective layer's training step needs its matmuls and at least two exp "
+        "passes (forward, and the states recomputed in the backward pass), so `lstm/layer` above "
+        "`lstm / (matmul + 2·exp)` is out of reach on this machine."
+    )
+    return markdown_table(header, rows) + note
+
+
+def chunks_table(result):
     t = result["times"]
-    rows = [[name, ms(t[name]), ratio_text(t["lstm"], t[name])] for name in t]
-    return markdown_table(["layer", "median ms", "lstm/layer"], rows)
+    fastest = min(t.values(), key=lambda v: v.median) if t else None
+    rows = []
+    for name, (temp, total) in result["memory"].items():
+        timed = name in t
+        size = name.split()[1]
+        rows.append([size + (" (default)" if str(result["default"]) == size else ""),
+                     timing_text(t[name]) if timed else "", t[name].rounds if timed else "",
+                     ratio_text(t.get(name), fastest, target=None), mib_text(temp),
+                     mib_text(total), result["notes"].get(name, "")])  # fmt: skip
+    header = ["chunk_size", "median ms [IQR]", "rounds", "time/fastest", "temp MiB",
+              "temp+args+outputs MiB", "note"]  # fmt: skip
+    return markdown_table(header, rows)
 
 
 def paths_table(results):
@@ -572,52 +1289,75 @@ def paths_table(results):
         "cell",
         "fused ms",
         "step ms",
+        "rounds",
         "step/fused",
         "default",
     ]
     rows = []
     for r in results:
         (B, _, _, H), t = r["shape"], r["times"]
-        rows.append([shape_text(r["shape"]), B * H, r["cell"], ms(t["fused"]), ms(t["step"]),
-                     ratio_text(t["step"], t["fused"]), r["default"]])  # fmt: skip
+        rows.append([shape_text(r["shape"]), B * H, r["cell"], timing_text(t["fused"]),
+                     timing_text(t["step"]), rounds_of(t), ratio_text(t["step"], t["fused"]),
+                     r["default"]])  # fmt: skip
     note = (
         "\n\n`step/fused` above 1: the fused path trains faster. `default` is the path "
-        "`recurrax.unroll` takes at that shape (`recurrax.fused.default_method`)."
+        "`recurrax.unroll` takes at that shape (`recurrax.paths.gated_method`)."
     )
     return markdown_table(header, rows) + note
 
 
 def targets_table(rows):
-    return markdown_table(["target", "measured", "status"], rows)
+    note = (
+        "\n\n`met within noise`: the median misses the target but the interval from the spreads "
+        "reaches it. `missed by N%`: the median ratio is N% below the target. The no-regression "
+        "rows compare with the previous run's CSV, over the rows both runs measured: `regressed` "
+        "only where the two intervals do not overlap (a CSV from before spreads were recorded gives "
+        "a point). The `for reference` rows have no verdict: they compare two recurrax layers."
+    )
+    return markdown_table(["target", "measured", "previous", "status"], rows) + note
 
 
-def csv_rows(cells, long, compiled, linear, paths):
-    """One CSV row per measurement."""
+CSV_FIELDS = ["section", "regime", "shape", "cell", "mode", "candidate", "median_ms", "q1_ms",
+              "q3_ms", "rounds", "temp_mib", "peak_mib", "note"]  # fmt: skip
+
+
+def csv_rows(results):
+    """One CSV row per measurement (and per selective layer not timed, with its note)."""
     rows = []
 
-    def add(section, regime, shape, cell, mode, candidate, seconds, memory=(None, None)):
+    def add(section, regime, shape, cell, mode, candidate, timing, memory=(None, None), note=""):
         row = dict(section=section, regime=regime, shape=shape_text(shape), cell=cell, mode=mode,
-                   candidate=candidate, median_ms=ms(seconds))  # fmt: skip
+                   candidate=candidate, note=note)  # fmt: skip
+        for column, value in zip(("median_ms", "q1_ms", "q3_ms"), timing or (), strict=False):
+            row[column] = ms(value)
+        row["rounds"] = "" if timing is None else timing.rounds
         for column, mib in zip(("temp_mib", "peak_mib"), memory, strict=True):
             row[column] = "" if mib is None else f"{mib:.2f}"
         rows.append(row)
 
-    for r in cells or []:
-        for candidate, seconds in r["times"].items():
-            add("cells", r["regime"], r["shape"], r["cell"], r["mode"], candidate, seconds)
+    for r in results.get("cells") or []:
+        for candidate, timing in r["times"].items():
+            add("cells", r["regime"], r["shape"], r["cell"], r["mode"], candidate, timing)
+    long = results.get("long")
     if long is not None:
-        for label, seconds in long["times"].items():
-            memory = long["memory"][label]
-            add("long", "", long["shape"], "lstm", "training", label, seconds, memory)
-    for r in compiled or []:
-        for kind, seconds in r["times"].items():
-            add("compile", "", r["shape"], "lstm", "compile training step", kind, seconds)
-    if linear is not None:
-        for name, seconds in linear["times"].items():
-            add("linear", "", linear["shape"], name, "training", "recurrax", seconds)
-    for r in paths or []:
-        for method, seconds in r["times"].items():
-            add("paths", "", r["shape"], r["cell"], "training", method, seconds)
+        for label, timing in long["times"].items():
+            add("long", "", long["shape"], "lstm", "training", label, timing, long["memory"][label])
+    for r in results.get("compile") or []:
+        for kind, timing in r["times"].items():
+            add("compile", "", r["shape"], "lstm", "compile training step", kind, timing)
+    for r in results.get("selective") or []:
+        for name, memory in r["memory"].items():
+            cell, _, method = name.partition(" ")
+            add("selective", "", r["shape"], cell, r["mode"], method or "default",
+                r["times"].get(name), memory, r["notes"].get(name, ""))  # fmt: skip
+    chunks = results.get("chunks")
+    if chunks is not None:
+        for name, memory in chunks["memory"].items():
+            add("chunks", "", chunks["shape"], "mamba2", "training", name,
+                chunks["times"].get(name), memory, chunks["notes"].get(name, ""))  # fmt: skip
+    for r in results.get("paths") or []:
+        for method, timing in r["times"].items():
+            add("paths", "", r["shape"], r["cell"], "training", method, timing)
     return rows
 
 
@@ -645,7 +1385,7 @@ def package_version(name):
         return None
 
 
-def header_text(torch_info):
+def header_text(torch_info, previous_path):
     """Date, device, machine, versions, timing protocol and the command line, as a list."""
     device = jax.devices()[0]
     torch, torch_device, missing = torch_info
@@ -660,13 +1400,17 @@ def header_text(torch_info):
         if package_version(name)
     )
     command = shlex.join(["python", *sys.argv])
+    previous = f"`{previous_path}`" if previous_path else "none"
     return "\n".join([
         f"- Date: {datetime.date.today().isoformat()}",
         f"- Device: {device.platform} ({device.device_kind}), {jax.device_count()} device(s); "
         f"machine: {machine_description()}",
         f"- Versions: Python {platform.python_version()}, {versions}, {torch_text}",
-        f"- Timing: float32, median of {FLAGS.rounds} interleaved rounds after {WARMUP_CALLS} "
-        f"warm-up calls; compile times: median of {COMPILE_REPEATS}",
+        f"- Timing: float32, median of at least {FLAGS.rounds} interleaved rounds after "
+        f"{WARMUP_CALLS} warm-up calls, up to {FLAGS.max_rounds} rounds for a row where a "
+        f"candidate's interquartile range is above {FLAGS.spread_limit:g} × its median; spread "
+        f"shown as `[q1–q3]`, the interquartile range; compile times: median of {COMPILE_REPEATS}",
+        f"- Previous run (no-regression rows): {previous}",
         f"- Command: `{command}`",
     ])  # fmt: skip
 
@@ -676,9 +1420,13 @@ READING = (
     "recurrax (default method) is faster. `matmul/recurrax` is the time of one `x @ w` with the "
     "cell's matmul FLOPs (3× for training) over recurrax's time: the fraction of this machine's "
     "matmul rate that recurrax reaches. `default path` is the method `recurrax.unroll` takes by "
-    "default at that shape (`recurrax.fused.default_method`); where it is `step`, `recurrax` and "
+    "default at that shape (`recurrax.paths.gated_method`); where it is `step`, `recurrax` and "
     "`recurrax-step` run the same program, and their ratio shows the run's noise. Regimes: the "
-    "first default shape is `throughput`, the other two `long-range`; other shapes are `custom`."
+    "first default shape is `throughput`, the other two `long-range`; other shapes are `custom`.\n\n"
+    "Spreads: `median [q1–q3]` is the median and the interquartile range of the timed rounds, in "
+    "ms; `rounds` is how many rounds the row took (more than the base where a spread was wide). "
+    "A ratio's `[lo–hi]` goes from one spread's far end to the other's (q1 over q3, q3 over q1); "
+    "`within noise` marks a ratio whose interval contains 1: the run cannot tell which is faster."
 )
 
 
@@ -693,10 +1441,8 @@ def write_report(path, header, blocks):
 
 def write_csv(path, rows):
     path.parent.mkdir(parents=True, exist_ok=True)
-    fields = ["section", "regime", "shape", "cell", "mode", "candidate", "median_ms"]
-    fields += ["temp_mib", "peak_mib"]
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
 
@@ -706,36 +1452,58 @@ def section(blocks, title, body):
     print(f"\n## {title}\n\n{body}\n", flush=True)
 
 
+def previous_csv_path(csv_path):
+    """The CSV that the no-regression rows compare with (None for none)."""
+    if FLAGS.previous is None:
+        return csv_path if csv_path.is_file() else None
+    return Path(FLAGS.previous) if FLAGS.previous else None
+
+
 def main(argv):
     del argv
     out = Path(FLAGS.out) if FLAGS.out else REPO / "BENCHMARKS.md"
     csv_path = Path(FLAGS.csv) if FLAGS.csv else out.with_suffix(".csv")
-    sections, rounds = set(FLAGS.sections), FLAGS.rounds
+    previous_path = previous_csv_path(csv_path)
+    previous = load_previous(previous_path)  # read before this run overwrites it
+    sections = set(FLAGS.sections)
+    plan = Plan(FLAGS.rounds, FLAGS.max_rounds, FLAGS.spread_limit)
+    limits = (FLAGS.selective_call_limit, FLAGS.selective_memory_limit)
     dims = (FLAGS.long_batch, FLAGS.long_input, FLAGS.long_hidden)
     torch_info = load_torch() if "cells" in sections else (None, None, "cells section not run")
-    header = header_text(torch_info)
+    header = header_text(torch_info, previous_path if previous is not None else None)
     print(header, flush=True)
-    blocks, cells, long, compiled, linear, paths = [], None, None, None, None, None
+    blocks, results = [], {}
     if "cells" in sections:
-        cells = run_cells(parse_shapes(FLAGS.shapes), FLAGS.cells, rounds, torch_info)
+        results["cells"] = run_cells(parse_shapes(FLAGS.shapes), FLAGS.cells, plan, torch_info)
         note = f"\n\ntorch: not measured ({torch_info[2]})." if torch_info[0] is None else ""
-        section(blocks, "Cells", cells_table(cells) + note)
+        section(blocks, "Cells", cells_table(results["cells"], previous) + note)
     if "long" in sections:
-        long = run_long(FLAGS.long_length, *dims, rounds)
-        section(blocks, "Long sequences (LSTM training step)", long_table(long))
+        results["long"] = run_long(FLAGS.long_length, *dims, plan)
+        section(blocks, "Long sequences (LSTM training step)", long_table(results["long"]))
     if "compile" in sections:
-        compiled = run_compile([int(v) for v in FLAGS.compile_lengths], *dims)
-        section(blocks, "Compile time vs length (LSTM training step)", compile_table(compiled))
-    if "linear" in sections:
-        linear = run_linear(FLAGS.linear_length, rounds)
-        title = f"Linear recurrences vs LSTM (training step, shape {shape_text(linear['shape'])})"
-        section(blocks, title, linear_table(linear))
+        results["compile"] = run_compile([int(v) for v in FLAGS.compile_lengths], *dims)
+        title = "Compile time vs length (LSTM training step)"
+        section(blocks, title, compile_table(results["compile"]))
+    if "selective" in sections:
+        lengths = [int(v) for v in FLAGS.selective_lengths]
+        results["selective"] = run_selective(lengths, plan, limits)
+        title = (
+            f"Selective state spaces vs LSTM and LRU (width {SELECTIVE_WIDTH}, batch "
+            f"{SELECTIVE_BATCH}; Mamba d_state {D_STATE}, expand {EXPAND}; Mamba-2 headdim "
+            f"{HEADDIM})"
+        )
+        section(blocks, title, selective_table(results["selective"]))
+        if FLAGS.chunk_sizes:
+            sizes = [int(v) for v in FLAGS.chunk_sizes]
+            results["chunks"] = run_chunks(FLAGS.chunk_length, sizes, plan, limits)
+            title = f"Mamba-2 chunk size (chunked training step, T={FLAGS.chunk_length})"
+            section(blocks, title, chunks_table(results["chunks"]))
     if "paths" in sections:
-        paths = run_paths(parse_shapes(FLAGS.path_shapes), rounds)
-        section(blocks, "Fused or step path (training step)", paths_table(paths))
-    section(blocks, "Targets", targets_table(targets(cells, long, linear, torch_info[2])))
+        results["paths"] = run_paths(parse_shapes(FLAGS.path_shapes), plan)
+        section(blocks, "Fused or step path (training step)", paths_table(results["paths"]))
+    section(blocks, "Targets", targets_table(targets(results, previous)))
     write_report(out, header, blocks)
-    write_csv(csv_path, csv_rows(cells, long, compiled, linear, paths))
+    write_csv(csv_path, csv_rows(results))
     print(f"wrote {out} and {csv_path}")
 
 

@@ -1,7 +1,7 @@
 """recurrax: recurrent sequence models in JAX.
 
 Pure-function cells (``rnn``, ``lstm``, ``gru`` and the linear recurrences ``lru``, ``s5``,
-``mamba``, ``rglru``, ``mingru``, ``minlstm``), one scan driver (``unroll``) with exact padding,
+``mamba``, ``mamba2``, ``rglru``, ``mingru``, ``minlstm``), one scan driver (``unroll``) with exact padding,
 mask, reset and reverse semantics, a parallel engine for linear recurrences (``linear_scan``),
 sequence layers, Flax adapters and gradient diagnostics.
 """
@@ -12,6 +12,7 @@ from recurrax.cells import (
     LinearForm,
     LRUState,
     LSTMState,
+    Mamba2State,
     MambaState,
     MinGRUState,
     MinLSTMState,
@@ -22,6 +23,7 @@ from recurrax.cells import (
     lru,
     lstm,
     mamba,
+    mamba2,
     mingru,
     minlstm,
     param_count,
@@ -30,6 +32,8 @@ from recurrax.cells import (
     s5,
 )
 from recurrax.diagnostics import Spectrum, recurrent_spectrum, state_gradient_norms
+from recurrax.driver import unroll
+from recurrax.kernels.linear_scan import linear_scan
 from recurrax.layers import (
     BidirectionalState,
     SequenceLayer,
@@ -38,10 +42,8 @@ from recurrax.layers import (
     recurrent,
     stacked,
 )
-from recurrax.kernels.linear_scan import linear_scan
 from recurrax.pooling import attention_pooling, pool_last, pool_mean
 from recurrax.readout import dense, embedding
-from recurrax.driver import unroll
 
 __all__ = [
     "BidirectionalState",
@@ -50,6 +52,7 @@ __all__ = [
     "LRUState",
     "LSTMState",
     "LinearForm",
+    "Mamba2State",
     "MambaState",
     "MinGRUState",
     "MinLSTMState",
@@ -68,6 +71,7 @@ __all__ = [
     "lru",
     "lstm",
     "mamba",
+    "mamba2",
     "mingru",
     "minlstm",
     "param_count",

@@ -36,6 +36,8 @@ from recurrax.array_types import Array, Carry, Params
 from recurrax.cells.base import Cell, SelectiveInputs
 from recurrax.kernels.fused_gated import fused_unroll
 from recurrax.kernels.linear_scan import LOG, ORDINARY, solve
+from recurrax.kernels.selective_scan import selective_scan
+from recurrax.kernels.ssd import ssd_scan
 from recurrax.kernels.time_loop import (
     arrange,
     check_semantics,
@@ -43,7 +45,7 @@ from recurrax.kernels.time_loop import (
     in_order,
     tree_where,
 )
-from recurrax.paths import methods, resolve
+from recurrax.paths import SELECTIVE_SPAN, is_selective, methods, resolve
 from recurrax.validation import check_choice, check_floating, check_positive_int, check_rank
 
 
@@ -136,7 +138,7 @@ def unroll(
     if chunk_size is not None:
         check_positive_int("chunk_size", chunk_size)
     path = resolve(cell, params, B, T, method, chunk_size, return_carries=return_carries)
-    if return_carries and cell.selective and path.method in ("fused", "chunked"):
+    if return_carries and is_selective(cell, path.method):
         raise ValueError(
             f"return_carries is not available with method={path.method!r} for {cell.name}, which "
             "never holds every step's state; use method='step'"
@@ -157,41 +159,30 @@ def unroll(
     else:
         reset_carry, reset_axes = _check_initial_carry("reset_carry", reset_carry, template, B)
 
-    batch_level = dict(
+    # The paths that run the whole batch in one loop (rather than one example under vmap).
+    batch_args = (
+        cell,
+        params,
+        xs,
+        lengths,
+        mask,
+        resets,
+        (initial_carry, carry_axes),
+        (reset_carry, reset_axes),
+    )
+    batch_options = dict(
         every_step_real=every_step_real,
         no_resets=no_resets,
         reverse=reverse,
         time_major=time_major,
         carry_dtype=carry_dtype,
+        chunk=chunk,
     )
-    if path.method in ("fused", "chunked") and cell.selective:
-        return _run_selective(
-            cell,
-            params,
-            xs,
-            lengths,
-            mask,
-            resets,
-            (initial_carry, carry_axes),
-            (reset_carry, reset_axes),
-            path=path,
-            chunk=chunk,
-            **batch_level,
-        )
+    if is_selective(cell, path.method):
+        return _run_selective(*batch_args, path=path, **batch_options)
     if path.method == "fused":
         return _run_fused(
-            cell,
-            params,
-            xs,
-            lengths,
-            mask,
-            resets,
-            (initial_carry, carry_axes),
-            (reset_carry, reset_axes),
-            unroll=unroll,
-            chunk=chunk,
-            return_carries=return_carries,
-            **batch_level,
+            *batch_args, unroll=unroll, return_carries=return_carries, **batch_options
         )
     if path.method == "step":
         run = partial(
@@ -364,56 +355,49 @@ def _run_selective(
 ):
     """The whole batch through the fused selective scan or the state-space-dual chunks.
 
-    The cell's :class:`SelectiveForm` computes every step's ``(Δ, A, B, C, u)`` in parallel (per
-    example), the kernel runs the state space over the batch, and ``finish`` forms the outputs
-    and the final carry. With ``remat=k`` the selective scan keeps its state every ``k`` steps;
-    the chunked form runs over checkpointed spans of ``k`` steps.
+    Over spans of ``S`` steps (``remat=k`` when given, else :data:`recurrax.paths.SELECTIVE_SPAN`),
+    each checkpointed: the cell's :class:`SelectiveForm` computes the span's ``(Δ, A, B, C, u)``
+    in parallel (per example), the kernel runs the state space over the batch, and ``finish``
+    forms the outputs and the carry that enters the next span. Only the carry at span boundaries
+    is stored for the backward pass, so the block's temporaries (projections, convolution, gates)
+    stay the size of one span rather than of the sequence: on a CPU, writing fewer fresh pages
+    is much of the speed.
     """
-    from recurrax.kernels.selective_scan import selective_scan
-    from recurrax.kernels.ssd import ssd_scan
-
     form = cell.selective
     xs, valid, starts, restore = _arrange_batch(xs, lengths, mask, resets, reverse, time_major)
-    B = xs.shape[0]
+    B, T = xs.shape[:2]
     carry0, reset_carry = _batched(*initial, B), _batched(*reset, B)
-    inputs, aux = jax.vmap(
-        form.prepare, in_axes=(None, 0, 0, 0, 0, 0), out_axes=(SelectiveInputs(0, None, 0, 0, 0), 0)
-    )(params, xs.astype(carry_dtype), valid, starts, carry0, reset_carry)
-    h0, h_reset = jax.vmap(form.state)(carry0), jax.vmap(form.state)(reset_carry)
-    flags = (None if every_step_real else valid, None if no_resets else starts)
+    h_reset = jax.vmap(form.state)(reset_carry)
     if path.method == "fused":
-        options = {} if chunk is None else {"checkpoint": chunk}
-        ys, h = selective_scan(inputs, *flags, h0, h_reset, **options)
+        kernel = selective_scan
     else:
         options = {} if path.chunk_size is None else {"chunk": path.chunk_size}
         kernel = partial(ssd_scan, heads=form.heads, **options)
-        ys, h = _over_spans(kernel, inputs, *flags, h0, h_reset, chunk)
-    outputs, final = jax.vmap(form.finish, in_axes=(None, 0, 0, 0))(params, ys, h, aux)
-    outputs = jnp.where(valid[..., None], outputs, jnp.zeros_like(outputs))
-    return final, restore(outputs)
+    span = max(min(chunk or SELECTIVE_SPAN, T), 1)
+    all_valid = every_step_real and T % span == 0  # (spans pad with steps that are not valid)
 
+    def run_span(carry, span_inputs):  # time-major span inputs: (S, B, ...)
+        xs, valid, starts = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), span_inputs)
+        inputs, aux = jax.vmap(
+            form.prepare,
+            in_axes=(None, 0, 0, 0, 0, 0),
+            out_axes=(SelectiveInputs(0, None, 0, 0, 0), 0),
+        )(params, xs, valid, starts, carry, reset_carry)
+        h0 = jax.vmap(form.state)(carry)
+        flags = (None if all_valid else valid, None if no_resets else starts)
+        ys, h = kernel(inputs, *flags, h0, h_reset)
+        outputs, carry = jax.vmap(form.finish, in_axes=(None, 0, 0, 0))(params, ys, h, aux)
+        outputs = jnp.where(valid[..., None], outputs, jnp.zeros_like(outputs))
+        return carry, jnp.swapaxes(outputs, 0, 1)
 
-def _over_spans(kernel, inputs, valid, starts, h0, h_reset, span):
-    """``kernel(inputs, valid, starts, h_init, h_reset) -> (ys, h)`` over checkpointed spans of
-    ``span`` steps (the whole sequence at once when ``span`` is None), passing the state on.
-
-    Padding steps have ``Δ = 0`` (a unit decay and no input) and are not valid: they keep the
-    state, so the outputs are trimmed and the final state is the last span's.
-    """
-    if span is None:
-        return kernel(inputs, valid, starts, h0, h_reset)
-    B, T = inputs.u.shape[:2]
-    valid = jnp.ones((B, T), bool) if valid is None else valid
-    time_major = partial(jax.tree.map, lambda a: jnp.swapaxes(a, 0, 1))
-    per_step = time_major((inputs.delta, inputs.B, inputs.C, inputs.u, valid, starts))
-
-    def run_span(h, span_inputs):
-        delta, Bm, C, u, valid, starts = time_major(span_inputs)
-        ys, h = kernel(SelectiveInputs(delta, inputs.A, Bm, C, u), valid, starts, h, h_reset)
-        return h, jnp.swapaxes(ys, 0, 1)
-
-    h, ys = chunked_loop(run_span, h0, per_step, span)
-    return jnp.swapaxes(ys, 0, 1), h
+    per_step = jax.tree.map(
+        lambda a: jnp.swapaxes(a, 0, 1), (xs.astype(carry_dtype), valid, starts)
+    )
+    if span == T and chunk is None:
+        final, outputs = run_span(carry0, per_step)
+    else:
+        final, outputs = chunked_loop(run_span, carry0, per_step, span)
+    return final, restore(jnp.swapaxes(outputs, 0, 1))
 
 
 def _check_initial_carry(name, initial_carry, template, batch):

@@ -44,6 +44,10 @@ DEFAULT_LINEAR_CHUNK = 64
 """Chunk length of the linear scan's ``"chunked"`` method when none is given."""
 
 
+SELECTIVE_SPAN = 512
+"""Steps per checkpointed span of the selective paths (see :func:`recurrax.unroll`'s ``remat``)."""
+
+
 class Path(NamedTuple):
     """A concrete path: ``method`` and the chunk length it uses (None where it has none)."""
 
@@ -61,6 +65,14 @@ def methods(cell: Cell) -> tuple[str, ...]:
     elif cell.selective and cell.selective.heads:
         out.append("chunked")
     return tuple(out)
+
+
+def is_selective(cell: Cell, method: str) -> bool:
+    """Whether ``method`` runs ``cell`` through its :class:`SelectiveForm` (the fused selective
+    scan, or the state-space-dual chunks of a cell without a linear form)."""
+    if not cell.selective:
+        return False
+    return method == "fused" or (method == "chunked" and not cell.linear)
 
 
 def default_method(
@@ -96,7 +108,7 @@ def resolve(
     """The concrete :class:`Path` for ``method`` (None: the default) and ``chunk_size``."""
     if method is None:
         method = default_method(cell, params, batch, length, return_carries)
-    if method == "auto" or (cell.linear and method in LINEAR_METHODS):
+    if method == "auto" or (method in LINEAR_METHODS and not is_selective(cell, method)):
         state_size = cell.linear.state(cell.initial_carry(())).shape[-1]
         return Path(*linear_method(method, chunk_size, batch, length, state_size))
     # (the state-space-dual form's chunk length defaults to the kernel's, measured there)

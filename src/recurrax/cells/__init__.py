@@ -3,14 +3,16 @@
 Classic nonlinear cells (``rnn``, ``lstm``, ``gru``) run step by step and carry a
 :class:`ProjectedForm` for the fused path of :mod:`recurrax.kernels.fused_gated`; the linear recurrences
 (``lru``, ``s5``, ``mamba``, ``rglru``, ``mingru``, ``minlstm``) also carry a :class:`LinearForm`
-and run in parallel over time.
+and run in parallel over time; the selective state spaces (``mamba``, ``mamba2``) carry a
+:class:`SelectiveForm` for the fused selective scan and the chunked state-space-dual form.
 """
 
-from recurrax.cells.base import Cell, LinearForm, param_count
+from recurrax.cells.base import Cell, LinearForm, SelectiveForm, SelectiveInputs, param_count
 from recurrax.cells.gru import GRUState, gru
 from recurrax.cells.lru import LRUState, lru
 from recurrax.cells.lstm import LSTMState, lstm
 from recurrax.cells.mamba import MambaState, mamba
+from recurrax.cells.mamba2 import Mamba2State, mamba2
 from recurrax.cells.mingru import MinGRUState, MinLSTMState, mingru, minlstm
 from recurrax.cells.rglru import RGLRUState, rglru
 from recurrax.cells.rnn import RNNState, rnn
@@ -22,16 +24,20 @@ __all__ = [
     "LRUState",
     "LSTMState",
     "LinearForm",
+    "Mamba2State",
     "MambaState",
     "MinGRUState",
     "MinLSTMState",
     "RGLRUState",
     "RNNState",
     "S5State",
+    "SelectiveForm",
+    "SelectiveInputs",
     "gru",
     "lru",
     "lstm",
     "mamba",
+    "mamba2",
     "mingru",
     "minlstm",
     "param_count",

@@ -6,6 +6,9 @@ uniform, var 2/(D+H)), ``"he"`` (He normal, var 2/D, for ReLU units).
 Recurrent kernels: ``"orthogonal"`` (Saxe et al. 2014; each ``(H, H)`` gate block is drawn
 separately, so every block is exactly orthogonal) or ``"identity"`` (scaled identity, the IRNN of
 Le et al. 2015).
+
+Step sizes of the selective state spaces: :func:`inverse_softplus` sets a bias so that
+``softplus`` of it starts at a drawn step size.
 """
 
 from __future__ import annotations
@@ -50,3 +53,10 @@ def recurrent_kernel(
     return jnp.concatenate(
         [orthogonal(k, (hidden_size, hidden_size), dtype) for k in keys], axis=-1
     )
+
+
+def inverse_softplus(y: Array) -> Array:
+    """The ``x`` with ``softplus(x) = y`` (initialises a bias so that a step size starts at ``y``)."""
+    # softplus(x) = log(1 + e^x) = y  <=>  x = log(e^y - 1) = y + log(1 - e^{-y}); the second
+    # form does not overflow for large y and keeps precision for small y (expm1).
+    return y + jnp.log(-jnp.expm1(-y))

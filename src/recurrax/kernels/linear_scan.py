@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrax.array_types import Array
-from recurrax.kernels.time_loop import arrange, chunked_loop, check_semantics, in_order
+from recurrax.kernels.time_loop import arrange, check_semantics, chunked_loop, in_order
 from recurrax.paths import LINEAR_METHODS as METHODS
 from recurrax.paths import linear_method
 from recurrax.validation import check_choice, check_positive_int, check_rank, check_shape
