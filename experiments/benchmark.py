@@ -13,8 +13,10 @@ Sections (``--sections``, all by default):
 * ``selective``: layers of width 64 at batch 8, at each ``--selective_lengths`` length, training
   step and inference, with the compiled function's memory: one LSTM layer, one LRU layer, the
   Mamba block (``d_state=16, expand=2``) on the fused selective scan (``method="fused"``) and on
-  the linear scan (``method="sequential"``), and the Mamba-2 block (``headdim=32``) on the chunked
-  state-space-dual form (``method="chunked"``) and on the fused selective scan. A layer whose
+  the linear scan (``method="sequential"``), and the Mamba-2 block (``headdim=64``) on the chunked
+  state-space-dual form (``method="chunked"``) and on the fused selective scan; beside them the
+  floors the machine sets: one product with each layer's matmul FLOPs (three times them for
+  training) and one pass of ``exp(Δ⊗A)`` over ``(B, T, E, N)``. A layer whose
   compiled function needs more than ``--selective_memory_limit`` MiB, whose one call takes more
   than ``--selective_call_limit`` seconds (or could, from its time at the previous length scaled
   by T²), or that fails, is not timed and gets a note. Then a Mamba-2 chunk-size sweep: the
@@ -111,6 +113,7 @@ LAYER_MACS = {
     "mamba2": _W * (2 * _E + 2 * D_STATE + _E // HEADDIM) + _E * _W,
 }
 FLOORS = {f"floor matmul of {kind}": kind for kind in LAYER_MACS} | {"floor exp(Δ⊗A) pass": "exp"}
+HEAVY_LAYERS = ("mamba sequential",)  # timed apart from the others (see run_selective)
 TARGET_LENGTH, LONG_TARGET_LENGTH = 4096, 16384
 # One (B, T, E, N) float32 array at the target shape: 8 * 4096 * 128 * 16 * 4 bytes = 256 MiB.
 STATE_ARRAY_MIB = SELECTIVE_BATCH * TARGET_LENGTH * EXPAND * SELECTIVE_WIDTH * D_STATE * 4 / MIB
@@ -676,8 +679,13 @@ def run_selective(lengths, plan, limits):
                 calls[name] = floor_call(kind, length, mode)
                 row["memory"][name], row["paths"][name], row["notes"][name] = (None, None), "", ""
                 row["default"][name] = False
-            # The one call of prepare_call counts as the first warm-up.
+            # The one call of prepare_call counts as the first warm-up. Layers that hold
+            # (T, E·N) arrays are timed in rounds of their own: interleaved with the others, their
+            # gigabyte-sized allocations and frees make the allocator return memory to the system
+            # and the next candidate fault it back in, which slowed the other layers by up to 2×.
+            heavy = {name: calls.pop(name) for name in HEAVY_LAYERS if name in calls}
             row["times"] = time_candidates(calls, plan, warmup=WARMUP_CALLS - 1)
+            row["times"] |= time_candidates(heavy, plan, warmup=WARMUP_CALLS - 1)
             for name, timing in row["times"].items():
                 last[(name, mode)] = (length, timing.median)
             results.append(row)
@@ -1254,7 +1262,10 @@ def selective_table(results):
                          mib_text(total), r["notes"].get(name, "")])  # fmt: skip
     note = (
         "\n\n`lstm/layer` is the LSTM layer's time over the layer's: above 1 when the layer is "
-        "faster. `path` is the concrete method `recurrax.unroll` runs (`recurrax.paths.resolve`), "
+        "faster. `mamba sequential` (the earlier parallel form, which holds `(T, E·N)` arrays) is "
+        "timed in rounds of its own, after the others: interleaved with them, its allocations "
+        "slowed the other layers by up to 2×. `path` is the concrete method `recurrax.unroll` "
+        "runs (`recurrax.paths.resolve`), "
         "`(default)` where it is the cell's default. Memory is the compiled function's "
         "(`memory_analysis()`): temporaries, and temporaries plus arguments and outputs. The "
         "`floor` rows are what the machine sets: one product with the layer's matmul FLOPs (three "

@@ -193,6 +193,8 @@ def unroll(
             unroll=unroll,
             chunk=chunk,
             return_carries=return_carries,
+            every_step_real=every_step_real and chunk is None,  # (remat pads with invalid steps)
+            no_resets=no_resets,
         )
     else:
         run = partial(
@@ -442,16 +444,23 @@ def _run_sequence(
     unroll,
     chunk,
     return_carries,
+    every_step_real=False,
+    no_resets=False,
 ):
     """Runs one example: ``xs`` (T, D), ``length`` (), ``mask``/``starts`` (T,), ``h0`` the carry
-    before the first step and ``reset_carry`` the carry that resets return to."""
+    before the first step and ``reset_carry`` the carry that resets return to. ``every_step_real``
+    and ``no_resets`` say (statically) that no step is padding or masked, and that no step starts
+    a segment."""
     order, valid, starts = arrange(length, mask, starts, reverse)
     xs = in_order(order, xs)
 
     def step(carry, inputs):
         x, is_valid, is_start = inputs
-        carry = tree_where(is_start, reset_carry, carry)
+        if not no_resets:
+            carry = tree_where(is_start, reset_carry, carry)
         new_carry, y = cell.step(params, carry, x)
+        if every_step_real:  # (no selects: they cost small steps as much as the cell itself)
+            return new_carry, ((y, new_carry) if return_carries else y)
         new_carry = tree_where(is_valid, new_carry, carry)
         y = jax.tree.map(lambda a: jnp.where(is_valid, a, jnp.zeros_like(a)), y)
         return new_carry, ((y, new_carry) if return_carries else y)

@@ -99,12 +99,10 @@ def fused_unroll(
 
     def run(carry, inputs):  # blocked inputs: (blocks, block, B, ...)
         xs, valid, starts = inputs
-        carries = _recur(form, unroll, params, xs, carry, reset_carry, valid, starts)
-        final = jax.tree.map(lambda a: a[-1, -1], carries)
-        ys = jax.vmap(_map_steps(form.hidden))(carries)
-        if valid is not None:
-            ys = jnp.where(valid[..., None], ys, jnp.zeros_like(ys))
-        return final, (ys, carries if return_carries else None)
+        ys, final, carries = _recur(
+            form, unroll, return_carries, params, xs, carry, reset_carry, valid, starts
+        )
+        return final, (ys, carries)
 
     T, B = xs.shape[:2]
     if chunk is not None:
@@ -143,8 +141,9 @@ def _step(form, valid, gate_params, carry_in, hW, zx):
     return new if valid is None else tree_where(valid, new, carry_in)
 
 
-def _forward(form, unroll, params, xs, carry0, reset_carry, valid, starts):
-    """The carries ``(N, block, B, ...)`` of blocked inputs ``xs (N, block, B, D)``.
+def _forward(form, unroll, params, xs, carry0, reset_carry, valid, starts, carries=True):
+    """The carries ``(N, block, B, ...)`` of blocked inputs ``xs (N, block, B, D)``; or, with
+    ``carries=False``, the outputs ``(N, block, B, H)`` (zero on invalid steps) and the final carry.
 
     One loop over all ``N·block`` steps: the blocks only serve the backward pass, and a loop
     nested in a loop costs a CPU more per step.
@@ -158,40 +157,65 @@ def _forward(form, unroll, params, xs, carry0, reset_carry, valid, starts):
         hW = jax.vmap(form.hidden)(carry_in) @ kernel
         zx_t = jax.vmap(partial(form.project, params))(x_t)
         out = _step(form, valid_t, gate_params, carry_in, hW, zx_t)
-        return out, out
+        if carries:
+            return out, out
+        y = jax.vmap(form.hidden)(out)
+        return out, y if valid_t is None else jnp.where(valid_t[:, None], y, jnp.zeros_like(y))
 
     inputs = jax.tree.map(from_chunks, (xs, valid, starts))
-    _, carries = jax.lax.scan(step, carry0, inputs, unroll=unroll)
-    return to_chunks(carries, xs.shape[1])
+    final, out = jax.lax.scan(step, carry0, inputs, unroll=unroll)
+    return to_chunks(out, xs.shape[1]) if carries else (to_chunks(out, xs.shape[1]), final)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _recur(form, unroll, params, xs, carry0, reset_carry, valid, starts):
-    """The carry after every step, ``(N, block, B, ...)`` leaves, for blocked inputs."""
-    return _forward(form, unroll, params, xs, carry0, reset_carry, valid, starts)
+def _outputs(form, keep_carries, carries, valid):
+    """``(ys, final, carries or None)`` from the carries ``(N, block, B, ...)`` of every step."""
+    final = jax.tree.map(lambda a: a[-1, -1], carries)
+    ys = jax.vmap(_map_steps(form.hidden))(carries)
+    if valid is not None:
+        ys = jnp.where(valid[..., None], ys, jnp.zeros_like(ys))
+    return ys, final, carries if keep_carries else None
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _recur(form, unroll, keep_carries, params, xs, carry0, reset_carry, valid, starts):
+    """``(ys, final, carries)`` of blocked inputs: the outputs ``(N, block, B, H)``, the final
+    carry and, with ``keep_carries``, the carry after every step (else None).
+
+    Without gradients this is all that runs, and only the outputs leave the loop (the fused
+    forward below also writes every carry, which its backward pass reads)."""
+    args = (params, xs, carry0, reset_carry, valid, starts)
+    if keep_carries:
+        return _outputs(form, True, _forward(form, unroll, *args), valid)
+    ys, final = _forward(form, unroll, *args, carries=False)
+    return ys, final, None
 
 
 def _is_primal(leaf):
     return isinstance(leaf, CustomVJPPrimal)
 
 
-def _recur_fwd(form, unroll, *args):
+def _recur_fwd(form, unroll, keep_carries, *args):
     # (symbolic zeros: the inputs come wrapped, saying which ones are being differentiated)
     wants_g_xs = any(p.perturbed for p in jax.tree.leaves(args[1], is_leaf=_is_primal))
     args = jax.tree.map(lambda p: p.value, args, is_leaf=_is_primal)
     carries = _forward(form, unroll, *args)
     # When the inputs are not differentiated (e.g. a first layer), their gradient is skipped;
     # the flag travels as the residuals' structure ((None,) or ()), which is static.
-    return carries, (*args, carries, (None,) if wants_g_xs else ())
+    valid = args[4]
+    outputs = _outputs(form, keep_carries, carries, valid)
+    return outputs, (*args, carries, (None,) if wants_g_xs else ())
 
 
-def _recur_bwd(form, unroll, residuals, g_carries):
+def _recur_bwd(form, unroll, keep_carries, residuals, g_outputs):
     params, xs, carry0, reset_carry, valid, starts, carries, wants_g_xs = residuals
-    g_carries = jax.tree.map(
+    g_outputs = jax.tree.map(
         lambda g: jnp.zeros(g.shape, g.dtype) if isinstance(g, SymbolicZero) else g,
-        g_carries,
+        g_outputs,
         is_leaf=lambda g: isinstance(g, SymbolicZero),
     )
+    # The outputs are a linear function of the carries: their cotangent is one of the carries.
+    _, pull_outputs = jax.vjp(lambda cs: _outputs(form, keep_carries, cs, valid), carries)
+    (g_carries,) = pull_outputs(g_outputs)
     kernel = form.kernel(params)
     kernel_t = kernel.T
     gate_params = form.gate_params(params)
