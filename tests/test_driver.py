@@ -359,3 +359,22 @@ def test_linear_cells_honour_a_separate_reset_carry_in_every_method(make):
     ]
     for out in outs[1:]:
         assert_trees_close(out, outs[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["sequential", "associative", "chunked"])
+def test_remat_chunks_of_k_steps_give_the_same_numbers_on_every_linear_method(method):
+    """``remat=k`` runs each linear-scan method over checkpointed chunks of ``k`` steps (``k``
+    neither a multiple nor a divisor of the method's own chunks): same values and gradients."""
+    cell = recurrax.lru(state_size=8, features=4)
+    params = cell.init(jax.random.key(0), 4)
+    xs = jax.random.normal(jax.random.key(1), (2, 50, 4), jnp.float32)
+    lengths = jnp.array([50, 31])
+
+    def loss(params, remat):
+        ys = recurrax.unroll(
+            cell, params, xs, lengths=lengths, method=method, chunk_size=4, remat=remat
+        )[1]
+        return jnp.mean(ys**2)
+
+    grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
+    assert_trees_close(grad(params, 7), grad(params, None), rtol=1e-5, atol=1e-7)

@@ -31,6 +31,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
 from recurrax.array_types import Array, Carry, Params
 from recurrax.cells.base import Cell, SelectiveInputs
@@ -170,6 +171,7 @@ def unroll(
         (initial_carry, carry_axes),
         (reset_carry, reset_axes),
     )
+    initial, reset = batch_args[-2:]
     batch_options = dict(
         every_step_real=every_step_real,
         no_resets=no_resets,
@@ -185,10 +187,9 @@ def unroll(
             *batch_args, unroll=unroll, return_carries=return_carries, **batch_options
         )
     if path.method == "step":
-        run = partial(
-            _run_sequence,
-            cell,
-            params,
+        return _run_steps(
+            *batch_args,
+            time_major=time_major,
             reverse=reverse,
             unroll=unroll,
             chunk=chunk,
@@ -196,18 +197,25 @@ def unroll(
             every_step_real=every_step_real and chunk is None,  # (remat pads with invalid steps)
             no_resets=no_resets,
         )
-    else:
-        run = partial(
-            _run_linear_sequence,
-            cell,
-            params,
-            reverse=reverse,
-            method=path.method,
-            chunk_size=path.chunk_size,
-            unroll=unroll,
-            remat_chunk=chunk,
-            return_carries=return_carries,
-        )
+    run = partial(
+        _run_linear_sequence,
+        cell,
+        params,
+        reverse=reverse,
+        method=path.method,
+        chunk_size=path.chunk_size,
+        unroll=unroll,
+        remat_chunk=chunk,
+        return_carries=return_carries,
+    )
+    return _over_examples(
+        run, xs, lengths, mask, resets, initial, reset, time_major, return_carries
+    )
+
+
+def _over_examples(run, xs, lengths, mask, resets, initial, reset, time_major, return_carries):
+    """``run`` (one example) mapped over the batch: ``(final, ys)`` or ``(final, ys, carries)``."""
+    (initial_carry, carry_axes), (reset_carry, reset_axes) = initial, reset
     time_axis = 1 if time_major else 0
     final, out = jax.vmap(
         run,
@@ -218,6 +226,14 @@ def unroll(
         ys, carries = out
         return final, ys, carries
     return final, out
+
+
+def _run_steps(cell, params, xs, lengths, mask, resets, initial, reset, *, time_major, **options):
+    """The step path: ``cell.step`` in a ``lax.scan``, one example under ``vmap``."""
+    run = partial(_run_sequence, cell, params, **options)
+    return _over_examples(
+        run, xs, lengths, mask, resets, initial, reset, time_major, options["return_carries"]
+    )
 
 
 def carry_dtype_for(params: Params):
@@ -314,8 +330,97 @@ def _run_fused(
     chunk,
     return_carries,
 ):
+    """The fused path: the step path's numbers and program, with the fused backward pass.
+
+    Undifferentiated (inference), the step path runs as it is, so that the fused path never
+    costs more there. Differentiated, the forward rule runs :func:`_fused_batch` (a forward loop
+    that keeps the carries) and its blocked backward pass; only the inputs that are
+    differentiated get gradients (a first layer's inputs, for one, do not).
+    """
+    (carry0, carry_axes), (carry_r, reset_axes) = initial, reset
+    common = dict(reverse=reverse, time_major=time_major, unroll=unroll, chunk=chunk)
+    common["return_carries"] = return_carries
+
+    def stepped(params, xs, lengths, mask, resets, carry0, carry_r):
+        return _run_steps(
+            cell, params, xs, lengths, mask, resets, (carry0, carry_axes), (carry_r, reset_axes),
+            every_step_real=every_step_real and chunk is None, no_resets=no_resets, **common,
+        )  # fmt: skip
+
+    def fused(params, xs, lengths, mask, resets, carry0, carry_r):
+        return _fused_batch(
+            cell, params, xs, lengths, mask, resets, (carry0, carry_axes), (carry_r, reset_axes),
+            carry_dtype=carry_dtype, every_step_real=every_step_real, no_resets=no_resets,
+            **common,
+        )  # fmt: skip
+
+    def forward(*args):
+        wants_g_xs = any(leaf.perturbed for leaf in jax.tree.leaves(args[1], is_leaf=_is_primal))
+        args = jax.tree.map(lambda leaf: leaf.value, args, is_leaf=_is_primal)
+        params, xs, lengths, mask, resets, carry0, carry_r = args
+        if wants_g_xs:
+            out, pull = jax.vjp(
+                lambda p, x, c0, cr: fused(p, x, lengths, mask, resets, c0, cr),
+                params, xs, carry0, carry_r,
+            )  # fmt: skip
+        else:
+            out, pull_no_xs = jax.vjp(
+                lambda p, c0, cr: fused(p, xs, lengths, mask, resets, c0, cr),
+                params, carry0, carry_r,
+            )  # fmt: skip
+            pull = _without_xs(pull_no_xs)
+        return out, pull
+
+    def backward(pull, g):
+        g = jax.tree.map(_instantiate, g, is_leaf=lambda leaf: isinstance(leaf, SymbolicZero))
+        g_params, g_xs, g_carry0, g_carry_r = pull(g)
+        return g_params, g_xs, None, None, None, g_carry0, g_carry_r
+
+    run = jax.custom_vjp(stepped)
+    run.defvjp(forward, backward, symbolic_zeros=True)
+    return run(params, xs, lengths, mask, resets, carry0, carry_r)
+
+
+def _is_primal(leaf):
+    return isinstance(leaf, CustomVJPPrimal)
+
+
+def _instantiate(g):
+    return jnp.zeros(g.shape, g.dtype) if isinstance(g, SymbolicZero) else g
+
+
+def _without_xs(pull):
+    """A pullback of ``(params, carry0, reset_carry)`` as one of ``(params, xs, ...)`` whose input
+    gradient is None (not asked for); a pytree, so that it can be a residual."""
+    return jax.tree_util.Partial(_pull_without_xs, pull)
+
+
+def _pull_without_xs(pull, g):
+    g_params, g_carry0, g_carry_r = pull(g)
+    return g_params, None, g_carry0, g_carry_r
+
+
+def _fused_batch(
+    cell,
+    params,
+    xs,
+    lengths,
+    mask,
+    resets,
+    initial,
+    reset,
+    *,
+    carry_dtype,
+    every_step_real,
+    no_resets,
+    reverse,
+    time_major,
+    unroll,
+    chunk,
+    return_carries,
+):
     """The whole batch through :func:`recurrax.kernels.fused_gated.fused_unroll` (time-major
-    inside)."""
+    inside): the forward rule of :func:`_run_fused`."""
     xs, valid, starts, restore = _arrange_batch(xs, lengths, mask, resets, reverse, time_major)
     B = xs.shape[0]
     final, ys, carries = fused_unroll(
