@@ -32,7 +32,8 @@ the CSV this run overwrites, read before it is; ``--previous``).
     python experiments/benchmark.py --sections=cells --cells=lstm --rounds=3 --out=/tmp/b.md
 
 Timing: every timing is the median over at least ``--rounds`` rounds, after two warm-up calls, with
-the candidates of one row (one shape, cell and mode) interleaved within each round; all in float32.
+the candidates of one row (one shape, cell and mode) interleaved within each round, each round
+starting one candidate later than the one before; all in float32.
 The spread printed beside each median, ``[q1–q3]``, is the interquartile range of the rounds (the
 middle half of them). A row where some candidate's spread is wide, ``(q3 - q1) / median`` above
 ``--spread_limit``, gets more interleaved rounds, one at a time, until every candidate's spread is
@@ -70,7 +71,7 @@ from absl import app, flags
 import recurrax
 from recurrax import paths
 from recurrax.kernels import ssd
-from recurrax.paths import gated_method as default_method
+from recurrax.paths import gated_method
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SHAPES = "32,256,128,256;16,1024,64,128;8,2048,32,64"
@@ -307,10 +308,14 @@ def time_candidates(candidates: dict, plan: Plan, warmup: int = WARMUP_CALLS) ->
         for _ in range(warmup):
             call()
     samples = {name: [] for name in candidates}
+    names = list(candidates)
     while needs_more_rounds(samples, plan):
-        for name, call in candidates.items():
+        # Each round starts one candidate later, so that no candidate always runs right after
+        # the same one (whose caches, allocations or spinning threads it would inherit).
+        shift = len(samples[names[0]]) % len(names)
+        for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
-            call()
+            candidates[name]()
             samples[name].append(time.perf_counter() - start)
     return {name: summarize(s) for name, s in samples.items()}
 
@@ -431,6 +436,9 @@ def load_torch():
     """``(torch module or None, device, why not)``."""
     if not FLAGS.torch:
         return None, None, "--torch=false"
+    # PyTorch's OpenMP threads spin for a while after each call; passive waiting keeps them off
+    # the cores that the next candidate runs on (set before torch starts its thread pool).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import torch
     except ImportError:
@@ -455,7 +463,7 @@ def run_cells(shapes, cell_names, plan, torch_info):
             params = cell.init(jax.random.key(0), D)
             model = nn.RNN(FLAX_CELLS[cell_name](H))
             variables = model.init(jax.random.key(0), xs)
-            path = default_method(cell.projected, params, B)  # what recurrax's default runs
+            path = gated_method(cell.projected, params, B)  # what recurrax's default runs
             for mode in MODES:
                 candidates = {
                     "recurrax": blocking(
@@ -748,7 +756,7 @@ def run_paths(shapes, plan):
                 for method in ("fused", "step")
             }
             times = time_candidates(candidates, plan)
-            default = default_method(cell.projected, params, B)
+            default = gated_method(cell.projected, params, B)
             results.append({"shape": shape, "cell": cell_name, "default": default, "times": times})
             progress(f"paths {shape_text(shape)} {cell_name}", times)
     return results
