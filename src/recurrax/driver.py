@@ -1,6 +1,6 @@
 """One driver that runs any cell over time with exact padding, mask, reset and reverse semantics.
 
-Semantics (DESIGN.md, "Semantics"), per example ``b`` and step ``t``:
+Semantics (also in BUILD.md, "Semantics"), per example ``b`` and step ``t``:
 
 * **lengths** — steps ``t >= lengths[b]`` are padding: the carry is frozen, the output is zero, and
   the final carry is the carry after the last real step.
