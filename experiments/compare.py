@@ -15,7 +15,7 @@ One line per finished run is printed (task, family, seed, metric, steps, seconds
 Real-data tasks (mnist1d, seq_fashion_mnist, char_lm) run only when their data is found; the
 report lists the skipped ones with the reason. The report (markdown) holds the machine and
 command, the task × family table of the headline metric (mean ± std over seeds) with baselines,
-parameter counts, steps and wall times, one row per expected ordering of TASKS.md saying whether it
+parameter counts, steps and wall times, one row per expected ordering (published or predicted by theory; `CHECKS`) saying whether it
 was reproduced and by which numbers, and links to the plots: learning curves, accuracy against
 test length (induction heads, parity, S5), MQAR accuracy against state size, and the gradient norm
 ``‖∂L/∂h_t‖`` against the distance from the loss for freshly initialised cells. A CSV beside it
@@ -403,7 +403,7 @@ def summary(mean: float, **fields: Any) -> Summary:
 
 
 # ------------------------------------------------------------------------------------------------
-# The expected orderings of TASKS.md as checks over the summaries
+# The expected orderings (published or predicted) as checks over the summaries
 
 
 class CheckResult(NamedTuple):
@@ -412,7 +412,7 @@ class CheckResult(NamedTuple):
 
 
 class Check(NamedTuple):
-    """One expected ordering: its TASKS.md row, the task, the expectation and its test."""
+    """One expected ordering: its row of the task suite, the task, the expectation and its test."""
 
     row: int
     task: str
@@ -743,7 +743,7 @@ CHECKS: tuple[Check, ...] = (
     Check(8, "seq_fashion_mnist", "ordering as on sMNIST/psMNIST: S4 ≥ LSTM, gap larger when permuted", "s5 accuracy ≥ lstm on sequential and permuted", check_fashion),
     Check(9, "char_lm", "test loss: minGRU 1.548, minLSTM 1.555 < Mamba 1.575 nats/char", "mingru and minlstm bits/char < mamba", check_char_lm),
 )  # fmt: skip
-"""The expected orderings of TASKS.md, each as a rule over the measured summaries."""
+"""The expected orderings (published or predicted), each as a rule over the measured summaries."""
 
 
 def run_checks(summaries: Summaries) -> list[tuple[Check, CheckResult]]:
@@ -1215,7 +1215,7 @@ def write_report(
         "Every family runs at the same width; Mamba at its standard size (`d_state` 16, "
         "`expand` 2; `FAMILY_MODEL` in `experiments/suites.py`). No family is shrunk for speed.",
         "",
-        "## Expected orderings (TASKS.md)",
+        "## Expected orderings (published or predicted)",
         "",
         "Each expected ordering is checked by a rule over the table above (the `CHECKS` of "
         "`experiments/compare.py`). *yes*: reproduced; *no*: not reproduced at this budget; "

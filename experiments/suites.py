@@ -19,7 +19,7 @@ the tanh RNN stays at the adding baseline while gated and linear models go below
 recurrences learn copy memory where the LSTM stalls, and LSTM/GRU solve parity where the
 positive-real diagonal recurrences (Mamba, minGRU) stay at chance.
 
-``small`` — every task of TASKS.md at its small configuration, every family, two seeds, designed to
+``small`` — every task of the suite (``recurrax.tasks``) at its small configuration, every family, two seeds, designed to
 finish in about 90 minutes here (the per-run wall times are in RESULTS.md). It also holds the MQAR
 state-size curve (MQAR at (64, 4) for widths 16…128 for a subset of families, one seed), induction
 heads evaluated at test lengths 64…1024 (4096 is too slow for the sequential cells on this CPU),
@@ -248,7 +248,7 @@ def _small() -> tuple[Variant, ...]:
 
 
 SMALL: tuple[Variant, ...] = _small()
-"""The small suite: every task of TASKS.md at its small configuration (see the module docstring)."""
+"""The small suite: every task of the suite at its small configuration (see the module docstring)."""
 
 
 def _full() -> tuple[Variant, ...]:

@@ -94,7 +94,7 @@ def test_comparison_end_to_end_then_reuses_results(tmp_path, monkeypatch):
 
     report = (tmp_path / "report/RESULTS.md").read_text()
     assert "| adding-T12 | mse ↓ | 0.167 |" in report
-    assert "## Expected orderings (TASKS.md)" in report
+    assert "## Expected orderings (published or predicted)" in report
     assert "## Parity: accuracy at fixed lengths (parity)" in report
     assert "## Skipped" in report and "| mnist1d | 1 | no data here (test) |" in report
     rows = list(csv.DictReader(open(tmp_path / "report/RESULTS.csv")))

@@ -5,7 +5,7 @@ pure functions of arrays, jit-compiled once per shape. Losses and metrics count 
 ``loss_mask`` and ``lengths`` remove padding and unscored positions, and evaluation returns sums and
 counts so that averages over many batches are exact.
 
-Conventions (DESIGN.md): perplexity is ``exp(mean NLL per real token)`` and bits per character is
+Conventions: perplexity is ``exp(mean NLL per real token)`` and bits per character is
 ``NLL / ln 2``; global-norm clipping scales gradients by ``min(1, τ/‖g‖)`` and never scales small
 gradients up; the step key is ``fold_in(key, step)``.
 """

@@ -1,4 +1,6 @@
-"""Character-level language modelling on the complete works of Shakespeare (TASKS.md, row 9).
+"""Character-level language modelling on the complete works of Shakespeare.
+
+The last task of the long-range suite (``recurrax.tasks``).
 
 Predict every next character of real text (Karpathy 2015, "The unreasonable effectiveness of
 recurrent neural networks"; the minGRU/minLSTM comparison of Feng et al. 2024, arXiv:2410.01201,

@@ -1,6 +1,6 @@
 """Sequential images: classify a real image read one value per step (MNIST-1D; Fashion-MNIST).
 
-Two tasks of the long-range suite (TASKS.md, row 8), both ``input="features"`` with one float per
+Two tasks of the long-range suite (`recurrax.tasks`), both ``input="features"`` with one float per
 step, ``target="sequence"`` (one class of 10 per sequence, read after the last step), cross-entropy
 loss, metric accuracy, baseline ``0.1`` (chance over 10 balanced classes).
 
