@@ -311,47 +311,30 @@ def _batched(carry, axes, B):
     )
 
 
-def _run_fused(
-    cell,
-    params,
-    xs,
-    lengths,
-    mask,
-    resets,
-    initial,
-    reset,
-    *,
-    carry_dtype,
-    every_step_real,
-    no_resets,
-    reverse,
-    time_major,
-    unroll,
-    chunk,
-    return_carries,
-):
+def _run_fused(cell, params, xs, lengths, mask, resets, initial, reset, **options):
     """The fused path: the step path's numbers and program, with the fused backward pass.
 
     Undifferentiated (inference), the step path runs as it is, so that the fused path never
     costs more there. Differentiated, the forward rule runs :func:`_fused_batch` (a forward loop
     that keeps the carries) and its blocked backward pass; only the inputs that are
-    differentiated get gradients (a first layer's inputs, for one, do not).
+    differentiated get gradients (a first layer's inputs, for one, do not). ``options`` are
+    :func:`_fused_batch`'s.
     """
     (carry0, carry_axes), (carry_r, reset_axes) = initial, reset
-    common = dict(reverse=reverse, time_major=time_major, unroll=unroll, chunk=chunk)
-    common["return_carries"] = return_carries
+    step_options = {k: v for k, v in options.items() if k != "carry_dtype"}
+    # (remat pads with invalid steps)
+    step_options["every_step_real"] = options["every_step_real"] and options["chunk"] is None
 
     def stepped(params, xs, lengths, mask, resets, carry0, carry_r):
         return _run_steps(
             cell, params, xs, lengths, mask, resets, (carry0, carry_axes), (carry_r, reset_axes),
-            every_step_real=every_step_real and chunk is None, no_resets=no_resets, **common,
+            **step_options,
         )  # fmt: skip
 
     def fused(params, xs, lengths, mask, resets, carry0, carry_r):
         return _fused_batch(
             cell, params, xs, lengths, mask, resets, (carry0, carry_axes), (carry_r, reset_axes),
-            carry_dtype=carry_dtype, every_step_real=every_step_real, no_resets=no_resets,
-            **common,
+            **options,
         )  # fmt: skip
 
     def forward(*args):

@@ -141,9 +141,8 @@ def _step(form, valid, gate_params, carry_in, hW, zx):
     return new if valid is None else tree_where(valid, new, carry_in)
 
 
-def _forward(form, unroll, params, xs, carry0, reset_carry, valid, starts, carries=True):
-    """The carries ``(N, block, B, ...)`` of blocked inputs ``xs (N, block, B, D)``; or, with
-    ``carries=False``, the outputs ``(N, block, B, H)`` (zero on invalid steps) and the final carry.
+def _forward(form, unroll, params, xs, carry0, reset_carry, valid, starts):
+    """The carries ``(N, block, B, ...)`` of blocked inputs ``xs (N, block, B, D)``.
 
     One loop over all ``N·block`` steps: the blocks only serve the backward pass, and a loop
     nested in a loop costs a CPU more per step.
@@ -157,14 +156,11 @@ def _forward(form, unroll, params, xs, carry0, reset_carry, valid, starts, carri
         hW = jax.vmap(form.hidden)(carry_in) @ kernel
         zx_t = jax.vmap(partial(form.project, params))(x_t)
         out = _step(form, valid_t, gate_params, carry_in, hW, zx_t)
-        if carries:
-            return out, out
-        y = jax.vmap(form.hidden)(out)
-        return out, y if valid_t is None else jnp.where(valid_t[:, None], y, jnp.zeros_like(y))
+        return out, out
 
     inputs = jax.tree.map(from_chunks, (xs, valid, starts))
-    final, out = jax.lax.scan(step, carry0, inputs, unroll=unroll)
-    return to_chunks(out, xs.shape[1]) if carries else (to_chunks(out, xs.shape[1]), final)
+    _, carries = jax.lax.scan(step, carry0, inputs, unroll=unroll)
+    return to_chunks(carries, xs.shape[1])
 
 
 def _outputs(form, keep_carries, carries, valid):
@@ -179,15 +175,9 @@ def _outputs(form, keep_carries, carries, valid):
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 def _recur(form, unroll, keep_carries, params, xs, carry0, reset_carry, valid, starts):
     """``(ys, final, carries)`` of blocked inputs: the outputs ``(N, block, B, H)``, the final
-    carry and, with ``keep_carries``, the carry after every step (else None).
-
-    Without gradients this is all that runs, and only the outputs leave the loop (the fused
-    forward below also writes every carry, which its backward pass reads)."""
-    args = (params, xs, carry0, reset_carry, valid, starts)
-    if keep_carries:
-        return _outputs(form, True, _forward(form, unroll, *args), valid)
-    ys, final = _forward(form, unroll, *args, carries=False)
-    return ys, final, None
+    carry and, with ``keep_carries``, the carry after every step (else None)."""
+    carries = _forward(form, unroll, params, xs, carry0, reset_carry, valid, starts)
+    return _outputs(form, keep_carries, carries, valid)
 
 
 def _is_primal(leaf):
