@@ -4,7 +4,14 @@ Pure-function cells (``rnn``, ``lstm``, ``gru`` and the linear recurrences ``lru
 ``mamba``, ``mamba2``, ``rglru``, ``mingru``, ``minlstm``), one scan driver (``unroll``) with exact padding,
 mask, reset and reverse semantics, a parallel engine for linear recurrences (``linear_scan``),
 sequence layers, Flax adapters and gradient diagnostics.
+
+The submodules are attributes of the package: those the names above need are imported with it,
+and the ones that pull in more (``nn`` imports Flax, ``optim`` Optax, ``train``, ``run`` and
+``checkpoint`` Orbax; ``models``, ``tasks``, ``metrics``) on first use, so ``import recurrax``
+stays as fast as importing JAX.
 """
+
+import importlib
 
 from recurrax.cells import (
     Cell,
@@ -31,6 +38,7 @@ from recurrax.cells import (
     rnn,
     s5,
 )
+from recurrax.cells.custom import custom_cell
 from recurrax.diagnostics import Spectrum, recurrent_spectrum, state_gradient_norms
 from recurrax.driver import unroll
 from recurrax.kernels.linear_scan import linear_scan
@@ -40,6 +48,7 @@ from recurrax.layers import (
     VariationalDropout,
     bidirectional,
     recurrent,
+    residual_block,
     stacked,
 )
 from recurrax.pooling import attention_pooling, pool_last, pool_mean
@@ -64,6 +73,7 @@ __all__ = [
     "VariationalDropout",
     "attention_pooling",
     "bidirectional",
+    "custom_cell",
     "dense",
     "embedding",
     "gru",
@@ -79,6 +89,7 @@ __all__ = [
     "pool_mean",
     "recurrent",
     "recurrent_spectrum",
+    "residual_block",
     "rglru",
     "rnn",
     "s5",
@@ -86,3 +97,33 @@ __all__ = [
     "state_gradient_norms",
     "unroll",
 ]
+
+SUBMODULES = (
+    "cells",
+    "checkpoint",
+    "diagnostics",
+    "driver",
+    "kernels",
+    "layers",
+    "metrics",
+    "models",
+    "nn",
+    "optim",
+    "paths",
+    "pooling",
+    "readout",
+    "run",
+    "tasks",
+    "train",
+)
+
+
+def __getattr__(name: str):
+    # (PEP 562: called only for names the module does not have yet, i.e. lazy submodules)
+    if name in SUBMODULES:
+        return importlib.import_module(f"recurrax.{name}")
+    raise AttributeError(f"module 'recurrax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(SUBMODULES))

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrax.array_types import Array, Carry, Params
-from recurrax.cells.base import Cell
+from recurrax.cells.base import Cell, check_cell
 from recurrax.driver import unroll
 from recurrax.validation import check_choice, check_floating, check_rank
 
@@ -99,14 +99,19 @@ def state_gradient_norms(
       ``(B, T)`` norms (``(T, B)`` with ``time_major=True``), in the carry's dtype (float32, or
       float64 for float64 inputs).
 
-    Example::
+    Example:
+        An Elman RNN with :math:`W_{hh} = 0.5 I`: each step back from the loss scales the gradient
+        by at most 0.5, so it vanishes geometrically.
 
-        loss_fn = lambda ys, carry: jnp.sum(ys[:, -1] ** 2)       # loss on the last output only
-        g = recurrax.diagnostics.state_gradient_norms(cell, params, xs, loss_fn)   # (B, T)
-        decay = g[:, 0] / g[:, -1]                                # tiny for a vanishing gradient
+        >>> cell = recurrax.rnn(16, recurrent_init="identity", identity_scale=0.5)
+        >>> params = cell.init(jax.random.key(0), 4)
+        >>> xs = jax.random.normal(jax.random.key(1), (2, 5, 4))   # (batch, time, features)
+        >>> loss_fn = lambda ys, carry: jnp.sum(ys[:, -1] ** 2)   # loss on the last output only
+        >>> g = recurrax.state_gradient_norms(cell, params, xs, loss_fn)
+        >>> g.shape, bool(jnp.all(g[:, 0] <= 0.5**4 * g[:, -1]))  # (B, T); 4 steps back: <= 0.5^4
+        ((2, 5), True)
     """
-    if not isinstance(cell, Cell):
-        raise TypeError(f"cell must be a recurrax.Cell; got {type(cell).__name__}")
+    check_cell(cell)
     if not callable(loss_fn):
         raise TypeError(
             f"loss_fn must be a callable loss_fn(ys, final_carry) -> scalar; "
@@ -223,14 +228,19 @@ def recurrent_spectrum(cell: Cell, params: Params) -> dict[str, Spectrum]:
       ``{name: Spectrum(singular_values (H,), spectral_radius ())}``, keyed like
       ``cell.recurrent_matrices(params)``, in the params' dtype.
 
-    Example::
-
-        spectra = recurrax.diagnostics.recurrent_spectrum(cell, params)
-        spectra["f"].singular_values     # (H,), all 1.0 for the orthogonal init of an LSTM
-        spectra["f"].spectral_radius     # ()
+    Example:
+        >>> cell = recurrax.lstm(8)
+        >>> spectra = recurrax.recurrent_spectrum(cell, cell.init(jax.random.key(0), 4))
+        >>> sorted(spectra), spectra["f"].singular_values.shape, spectra["f"].spectral_radius.shape
+        (['f', 'g', 'i', 'o'], (8,), ())
+        >>> bool(jnp.allclose(spectra["f"].singular_values, 1.0, atol=1e-5))   # orthogonal init
+        True
     """
-    if not isinstance(cell, Cell):
-        raise TypeError(f"cell must be a recurrax.Cell; got {type(cell).__name__}")
+    check_cell(cell)
+    if cell.recurrent_matrices is None:
+        raise ValueError(
+            f"cell must define recurrent_matrices for a spectrum; {cell.name} has none (None)"
+        )
     spectra = {}
     for name, w in cell.recurrent_matrices(params).items():
         label = f"recurrent matrix {name!r}"

@@ -26,7 +26,6 @@ decided in one place, :mod:`recurrax.paths`; the loop pieces they share are in
 
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import jax
@@ -34,20 +33,29 @@ import jax.numpy as jnp
 from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
 from recurrax.array_types import Array, Carry, Params
-from recurrax.cells.base import Cell, SelectiveInputs
+from recurrax.cells.base import Cell, SelectiveInputs, check_cell
 from recurrax.kernels.fused_gated import fused_unroll
 from recurrax.kernels.linear_scan import LOG, ORDINARY, solve
 from recurrax.kernels.selective_scan import selective_scan
 from recurrax.kernels.ssd import ssd_scan
 from recurrax.kernels.time_loop import (
     arrange,
+    at_most,
     check_semantics,
+    checkpoint_chunk,
     chunked_loop,
     in_order,
+    is_known,
     tree_where,
 )
 from recurrax.paths import SELECTIVE_SPAN, is_selective, methods, resolve
-from recurrax.validation import check_choice, check_floating, check_positive_int, check_rank
+from recurrax.validation import (
+    check_choice,
+    check_floating,
+    check_positive_int,
+    check_rank,
+    forward_mode_hint,
+)
 
 
 def unroll(
@@ -101,23 +109,34 @@ def unroll(
         ``"auto"``. All methods give the same numbers. ``"fused"`` and ``"sequential"`` are
         differentiated by custom VJPs, so forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``,
         Hessian-vector products by forward-over-reverse) needs ``method="step"`` (or
-        ``"chunked"`` for mamba2). ``return_carries`` is not available with the selective
+        ``"associative"``/``"chunked"`` for a linear form); other methods raise a TypeError
+        saying so. ``return_carries`` is not available with the selective
         cells' ``"fused"`` and ``"chunked"`` paths, which never hold every step's state.
       chunk_size: chunk length of the ``"chunked"`` methods.
 
     Returns:
-      ``(final_carry, ys)``, or ``(final_carry, ys, carries)`` with ``return_carries``. ``final_carry``
-      leaves are ``(B, H)`` in float32 (float64 for float64 params) whatever the input dtype; ``ys`` is
-      ``(B, T, output_size)`` and the carries ``(B, T, H)`` per leaf (time first when ``time_major``).
+      ``(final_carry, ys)``, or ``(final_carry, ys, carries)`` with ``return_carries``.
+      ``final_carry`` leaves are ``(B, H)``, ``ys`` is ``(B, T, output_size)`` and the carries
+      ``(B, T, H)`` per leaf (time first when ``time_major``).
 
-    Example::
+    Dtypes: the recurrence runs in float32, or float64 when any parameter is float64, whatever
+    the dtypes of the inputs and the other params: bfloat16 params and inputs are upcast, and
+    ``ys``, ``final_carry`` and ``carries`` come out in float32 (complex64 for the complex
+    states of ``lru`` and ``s5``; float64 / complex128 with float64 params). Cast ``ys`` for a
+    bfloat16 model downstream.
 
-        cell = recurrax.lstm(32)
-        params = cell.init(jax.random.key(0), 8)
-        (h, c), ys = recurrax.unroll(cell, params, xs, lengths=jnp.array([5, 3]))
+    Example:
+        >>> cell = recurrax.lstm(32)
+        >>> params = cell.init(jax.random.key(0), 8)
+        >>> xs = jax.random.normal(jax.random.key(1), (2, 5, 8))    # (batch, time, features)
+        >>> (h, c), ys = recurrax.unroll(cell, params, xs, lengths=jnp.array([5, 3]))
+        >>> ys.shape, h.shape, bool(jnp.all(ys[1, 3:] == 0))      # padding outputs zeros
+        ((2, 5, 32), (2, 32), True)
+        >>> _, ys_rev = recurrax.unroll(cell, params, xs, reverse=True, remat=2, method="step")
+        >>> ys_rev.shape
+        (2, 5, 32)
     """
-    if not isinstance(cell, Cell):
-        raise TypeError(f"cell must be a recurrax.Cell; got {type(cell).__name__}")
+    check_cell(cell)
     check_floating("xs", xs)
     layout = "(time, batch, features)" if time_major else "(batch, time, features)"
     check_rank("xs", xs, 3, layout)
@@ -126,7 +145,7 @@ def unroll(
         T, B, D = xs.shape
     else:
         B, T, D = xs.shape
-    input_size = cell.input_size(params)
+    input_size = D if cell.input_size is None else cell.input_size(params)
     if D != input_size:
         raise ValueError(
             f"xs must have {input_size} features (the cell's input size) in its last axis; "
@@ -180,37 +199,43 @@ def unroll(
         carry_dtype=carry_dtype,
         chunk=chunk,
     )
-    if is_selective(cell, path.method):
-        return _run_selective(*batch_args, path=path, **batch_options)
-    if path.method == "fused":
-        return _run_fused(
-            *batch_args, unroll=unroll, return_carries=return_carries, **batch_options
-        )
-    if path.method == "step":
-        return _run_steps(
-            *batch_args,
-            time_major=time_major,
+
+    def run_path():
+        if is_selective(cell, path.method):
+            return _run_selective(*batch_args, path=path, **batch_options)
+        if path.method == "fused":
+            return _run_fused(
+                *batch_args, unroll=unroll, return_carries=return_carries, **batch_options
+            )
+        if path.method == "step":
+            return _run_steps(
+                *batch_args,
+                time_major=time_major,
+                reverse=reverse,
+                unroll=unroll,
+                chunk=chunk,
+                return_carries=return_carries,
+                # (remat pads with invalid steps)
+                every_step_real=every_step_real and chunk is None,
+                no_resets=no_resets,
+            )
+        run = partial(
+            _run_linear_sequence,
+            cell,
+            params,
             reverse=reverse,
+            method=path.method,
+            chunk_size=path.chunk_size,
             unroll=unroll,
-            chunk=chunk,
+            remat_chunk=chunk,
             return_carries=return_carries,
-            every_step_real=every_step_real and chunk is None,  # (remat pads with invalid steps)
-            no_resets=no_resets,
         )
-    run = partial(
-        _run_linear_sequence,
-        cell,
-        params,
-        reverse=reverse,
-        method=path.method,
-        chunk_size=path.chunk_size,
-        unroll=unroll,
-        remat_chunk=chunk,
-        return_carries=return_carries,
-    )
-    return _over_examples(
-        run, xs, lengths, mask, resets, initial, reset, time_major, return_carries
-    )
+        return _over_examples(
+            run, xs, lengths, mask, resets, initial, reset, time_major, return_carries
+        )
+
+    with forward_mode_hint(f"{cell.name}'s method={path.method!r}"):
+        return run_path()
 
 
 def _over_examples(run, xs, lengths, mask, resets, initial, reset, time_major, return_carries):
@@ -242,14 +267,18 @@ def carry_dtype_for(params: Params):
     return jnp.float64 if wide else jnp.float32
 
 
+def check_remat(remat) -> None:
+    """``remat`` must be None, False, True or a positive chunk length."""
+    if remat is None or isinstance(remat, bool) or (isinstance(remat, int) and remat >= 1):
+        return
+    raise ValueError(f"remat must be None, False, True or a positive chunk length; got {remat!r}")
+
+
 def _remat_chunk(remat: bool | int | None, T: int) -> int | None:
+    check_remat(remat)
     if remat is None or remat is False:
         return None
-    if remat is True:
-        return max(1, round(math.sqrt(T)))
-    if isinstance(remat, int) and remat >= 1:
-        return remat
-    raise ValueError(f"remat must be None, False, True or a positive chunk length; got {remat!r}")
+    return checkpoint_chunk(T) if remat is True else remat
 
 
 def _run_linear_sequence(
@@ -463,8 +492,9 @@ def _run_selective(
     else:
         options = {} if path.chunk_size is None else {"chunk": path.chunk_size}
         kernel = partial(ssd_scan, heads=form.heads, **options)
-    span = max(min(chunk or SELECTIVE_SPAN, T), 1)
-    all_valid = every_step_real and T % span == 0  # (spans pad with steps that are not valid)
+    span = max(at_most(chunk or SELECTIVE_SPAN, T), 1)
+    # (spans pad with steps that are not valid)
+    all_valid = every_step_real and is_known(T) and T % span == 0
 
     def run_span(carry, span_inputs):  # time-major span inputs: (S, B, ...)
         xs, valid, starts = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), span_inputs)
@@ -483,7 +513,7 @@ def _run_selective(
     per_step = jax.tree.map(
         lambda a: jnp.swapaxes(a, 0, 1), (xs.astype(carry_dtype), valid, starts)
     )
-    if span == T and chunk is None:
+    if is_known(T) and span == T and chunk is None:
         final, outputs = run_span(carry0, per_step)
     else:
         final, outputs = chunked_loop(run_span, carry0, per_step, span)

@@ -26,7 +26,7 @@ from recurrax import cells as cell_lib
 from recurrax.array_types import Array, Key, Params
 from recurrax.cells.base import Cell
 from recurrax.layers import bidirectional as make_bidirectional
-from recurrax.layers import recurrent
+from recurrax.layers import recurrent, residual_block
 from recurrax.pooling import attention_pooling, pool_last, pool_mean
 from recurrax.readout import dense, embedding
 from recurrax.tasks.spec import TaskSpec
@@ -36,7 +36,6 @@ CLASSIC = ("rnn", "lstm", "gru")
 LINEAR = ("lru", "s5", "mamba", "rglru", "mingru", "minlstm")
 FAMILIES = CLASSIC + LINEAR
 POOLINGS = ("last", "mean", "attention")
-LAYER_NORM_EPS = 1e-5
 
 
 class ModelConfig(NamedTuple):
@@ -116,43 +115,34 @@ def sequence_model(config: ModelConfig, spec: TaskSpec) -> SequenceModel:
     d, L = config.width, config.num_layers
     cell = make_cell(config)
     linear = config.cell in LINEAR
-    glu = linear and config.cell != "mamba"
     if config.bidirectional:
         layer = make_bidirectional(cell, merge="sum" if linear else "concat")
     else:
         layer = recurrent(cell)
-    layer_out = layer.output_size
+    if linear:  # x <- x + Dropout(GLU(RNN(LN(x)))), without the GLU for mamba
+        layer = residual_block(layer, d, glu=config.cell != "mamba", dropout=config.dropout)
     if spec.input == "tokens":
         encoder = embedding(spec.vocab_size, d)
     else:
         encoder = dense(d)
     head = dense(spec.num_outputs)
     attention = attention_pooling(d) if config.pooling == "attention" else None
+    input_size = spec.vocab_size if spec.input == "tokens" else spec.input_features
 
     def init(key: Key) -> Params:
         keys = jax.random.split(key, L + 3)
-        enc = (
-            encoder.init(keys[0])
-            if spec.input == "tokens"
-            else encoder.init(keys[0], spec.input_features)
-        )
         layers, size = [], d
         for i in range(L):
-            k_cell, k_glu = jax.random.split(keys[1 + i])
-            p = {"rnn": layer.init(k_cell, size)}
             if linear:
-                p["norm"] = {
-                    "scale": jnp.ones((size,), jnp.float32),
-                    "bias": jnp.zeros((size,), jnp.float32),
-                }
-            if glu:
-                p["glu"] = {
-                    "value": dense(d).init(k_glu, layer_out),
-                    "gate": dense(d).init(jax.random.fold_in(k_glu, 1), layer_out),
-                }
-            layers.append(p)
-            size = d if linear else layer_out
-        params = {"encoder": enc, "layers": layers, "head": head.init(keys[L + 1], size)}
+                layers.append(layer.init(keys[1 + i], size))
+            else:  # (the first half of the key, as a block gives its recurrence)
+                layers.append({"rnn": layer.init(jax.random.split(keys[1 + i])[0], size)})
+            size = layer.output_size
+        params = {
+            "encoder": encoder.init(keys[0], input_size),
+            "layers": layers,
+            "head": head.init(keys[L + 1], size),
+        }
         if attention is not None:
             params["pool"] = attention.init(keys[L + 2], size)
         return params
@@ -165,26 +155,27 @@ def sequence_model(config: ModelConfig, spec: TaskSpec) -> SequenceModel:
         carries = [None] * L if carries is None else list(carries)
         new_carries = []
         for i in range(L):
-            p = params["layers"][i]
-            h = _layer_norm(p["norm"], x) if linear else x
+            p = params["layers"][i] if linear else params["layers"][i]["rnn"]
+            layer_key = jax.random.fold_in(key, i) if use_dropout else None
             # Carried-in state (truncated BPTT, decoding) starts the chunk; a document boundary
             # inside it still returns to the zero state, as in one pass over the whole stream.
-            reset_to = None if carries[i] is None else jax.tree.map(jnp.zeros_like, carries[i])
+            reset_to = None if carries[i] is None else layer.initial_carry((x.shape[0],))
             carry, y = layer.apply(
-                p["rnn"],
-                h,
+                p,
+                x,
                 lengths=lengths,
                 resets=resets,
                 initial_carry=carries[i],
                 reset_carry=reset_to,
+                key=layer_key,
+                train=use_dropout,
             )
             new_carries.append(carry)
-            if glu:
-                y = _glu(p["glu"], y)
-            if use_dropout and (linear or i < L - 1):
-                y = _dropout(jax.random.fold_in(key, i), config.dropout, y)
-            if linear or (config.residual and y.shape[-1] == x.shape[-1]):
-                y = x + y
+            if not linear:
+                if use_dropout and i < L - 1:
+                    y = _dropout(layer_key, config.dropout, y)
+                if config.residual and y.shape[-1] == x.shape[-1]:
+                    y = x + y
             x = y
         if spec.target == "sequence":
             if config.pooling == "last":
@@ -196,21 +187,6 @@ def sequence_model(config: ModelConfig, spec: TaskSpec) -> SequenceModel:
         return head.apply(params["head"], x), new_carries
 
     return SequenceModel(init, apply, config, spec)
-
-
-def _layer_norm(p: Params, x: Array) -> Array:
-    """LayerNorm over features, statistics in float32."""
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-    y = (x - mean) * jax.lax.rsqrt(var + LAYER_NORM_EPS)
-    return y * jnp.broadcast_to(p["scale"], y.shape) + jnp.broadcast_to(p["bias"], y.shape)
-
-
-def _glu(p: Params, y: Array) -> Array:
-    """Gated linear unit (Dauphin et al. 2017) as the LRU/S5 blocks use: ``(y W_v) ⊙ σ(y W_g)``."""
-    value = dense(p["value"]["W"].shape[1]).apply(p["value"], y)
-    gate = dense(p["gate"]["W"].shape[1]).apply(p["gate"], y)
-    return value * jax.nn.sigmoid(gate)
 
 
 def _dropout(key: Key, rate: float, y: Array) -> Array:

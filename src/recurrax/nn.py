@@ -29,12 +29,27 @@ from recurrax.cells.base import Cell
 from recurrax.layers import SequenceLayer, recurrent
 from recurrax.validation import check_floating, check_positive_int, check_rank
 
+__all__ = [
+    "NNXRecurrent",
+    "Recurrent",
+    "as_layer",
+    "linen_variables",
+    "load_nnx_params",
+    "nnx_params",
+    "params_from_linen",
+]
+
 PARAM_NAME = "layer"
 """Name of the single Linen param entry: ``variables["params"]["layer"]`` holds the pure params."""
 
 
 def as_layer(layer: Cell | SequenceLayer, name: str = "layer") -> SequenceLayer:
-    """``layer`` as a :class:`SequenceLayer`: a cell is wrapped with :func:`recurrax.recurrent`."""
+    """``layer`` as a :class:`SequenceLayer`: a cell is wrapped with :func:`recurrax.recurrent`.
+
+    Example:
+        >>> recurrax.nn.as_layer(recurrax.lstm(16)).output_size
+        16
+    """
     if isinstance(layer, Cell):
         return recurrent(layer)
     if isinstance(layer, SequenceLayer):
@@ -124,10 +139,14 @@ class Recurrent(linen.Module):
 def linen_variables(params: Params) -> dict[str, Any]:
     """The variables of a :class:`Recurrent` module holding the pure ``params``.
 
-    Example::
-
-        params = layer.init(jax.random.key(0), 8)
-        carry, ys = recurrax.nn.Recurrent(layer).apply(recurrax.nn.linen_variables(params), xs)
+    Example:
+        >>> layer = recurrax.recurrent(recurrax.gru(16))
+        >>> params = layer.init(jax.random.key(0), 8)
+        >>> xs = jnp.ones((2, 5, 8))
+        >>> variables = recurrax.nn.linen_variables(params)
+        >>> carry, ys = recurrax.nn.Recurrent(layer).apply(variables, xs)
+        >>> bool(jnp.array_equal(ys, layer.apply(params, xs)[1]))
+        True
     """
     _check_params(params)
     return {"params": {PARAM_NAME: params}}
@@ -141,11 +160,14 @@ def params_from_linen(variables: Mapping[str, Any]) -> Params:
     ``{"layer": ...}``; for a module inside a larger model pass its sub-tree, e.g.
     ``variables["params"]["Recurrent_0"]``.
 
-    Example::
-
-        variables = recurrax.nn.Recurrent(layer).init(jax.random.key(0), xs)
-        params = recurrax.nn.params_from_linen(variables)
-        carry, ys = layer.apply(params, xs)
+    Example:
+        >>> layer = recurrax.recurrent(recurrax.gru(16))
+        >>> xs = jnp.ones((2, 5, 8))
+        >>> variables = recurrax.nn.Recurrent(layer).init(jax.random.key(0), xs)
+        >>> params = recurrax.nn.params_from_linen(variables)
+        >>> carry, ys = layer.apply(params, xs)
+        >>> params["cell"]["W_h"].shape, ys.shape
+        ((16, 48), (2, 5, 16))
     """
     if not isinstance(variables, Mapping):
         raise TypeError(
@@ -298,10 +320,14 @@ def _check_module(module: Any) -> None:
 def nnx_params(module: NNXRecurrent) -> Params:
     """The pure params tree held by an :class:`NNXRecurrent` (its ``nnx.Param`` values).
 
-    Example::
-
-        module = recurrax.nn.NNXRecurrent(layer, 8, rngs=nnx.Rngs(0))
-        carry, ys = layer.apply(recurrax.nn.nnx_params(module), xs)   # same as module(xs)
+    Example:
+        >>> from flax import nnx
+        >>> layer = recurrax.recurrent(recurrax.gru(16))
+        >>> module = recurrax.nn.NNXRecurrent(layer, 8, rngs=nnx.Rngs(0))
+        >>> xs = jnp.ones((2, 5, 8))
+        >>> carry, ys = layer.apply(recurrax.nn.nnx_params(module), xs)
+        >>> bool(jnp.array_equal(ys, module(xs)[1]))
+        True
     """
     _check_module(module)
     return jax.tree.map(lambda v: v.get_value(), module.params, is_leaf=_is_variable)
@@ -310,10 +336,15 @@ def nnx_params(module: NNXRecurrent) -> Params:
 def load_nnx_params(module: NNXRecurrent, params: Params) -> None:
     """Sets, in place, the params of ``module`` to the pure ``params`` (same tree, shapes, dtypes).
 
-    Example::
-
-        recurrax.nn.load_nnx_params(module, trained_params)
-        carry, ys = module(xs)        # same as layer.apply(trained_params, xs)
+    Example:
+        >>> from flax import nnx
+        >>> layer = recurrax.recurrent(recurrax.gru(16))
+        >>> module = recurrax.nn.NNXRecurrent(layer, 8, rngs=nnx.Rngs(0))
+        >>> trained = layer.init(jax.random.key(1), 8)
+        >>> recurrax.nn.load_nnx_params(module, trained)
+        >>> xs = jnp.ones((2, 5, 8))
+        >>> bool(jnp.array_equal(module(xs)[1], layer.apply(trained, xs)[1]))
+        True
     """
     _check_module(module)
     _check_params(params)

@@ -21,7 +21,10 @@ every cell                     ``"step"``: ``cell.step`` in a ``lax.scan``, diff
 =============================  ===============================================================
 
 Every method gives the same numbers under every semantic of the driver; they differ in speed and
-memory only. ``return_carries`` asks for the carry at every step, which the fused selective scan
+memory only. Where a default depends on the shape and the shape is symbolic (``jax.export`` with
+a batch or length such as ``"b"``), the choice follows a fixed rule instead of a comparison:
+gated cells take ``"fused"`` and the linear ``"auto"`` takes what it takes for long sequences
+(see :func:`gated_method` and :func:`choose_linear_method`), so every default path exports. ``return_carries`` asks for the carry at every step, which the fused selective scan
 and the chunked state-space-dual form never hold, so selective cells default to the step path (or
 their linear form, for mamba) when carries are returned.
 """
@@ -34,6 +37,7 @@ import jax
 
 from recurrax.array_types import Params
 from recurrax.cells.base import Cell, ProjectedForm
+from recurrax.kernels.time_loop import is_known
 
 LINEAR_METHODS = ("sequential", "associative", "chunked")
 
@@ -131,11 +135,15 @@ def gated_method(form: ProjectedForm, params: Params, batch: int, backend: str |
     against 1.01-1.89× at 2048 and 4096; for the one-block rnn it took 1.29-1.41× at 8192. Hence
     the step path for cells of three or more gate blocks from ``STEP_PATH_MIN_BATCH_HIDDEN`` on.
     On accelerators the crossover is not measured, and the fused path is kept.
+
+    A symbolic batch (``jax.export`` with a shape such as ``"b, t, d"``) cannot be compared with
+    the threshold, so it takes the fused path: the one the crossover gives below it and on
+    accelerators. Both paths compute the same numbers; only the speed differs.
     """
     backend = backend or jax.default_backend()
     hidden, width = jax.eval_shape(form.kernel, params).shape
     gate_blocks = width // hidden
-    large = batch * hidden >= STEP_PATH_MIN_BATCH_HIDDEN
+    large = is_known(batch) and batch * hidden >= STEP_PATH_MIN_BATCH_HIDDEN
     return "step" if backend == "cpu" and gate_blocks >= 3 and large else "fused"
 
 
@@ -152,8 +160,10 @@ def choose_linear_method(batch: int, length: int, state_size: int, backend: str 
         del batch, length, state_size
         return "sequential", None
     # Accelerators: depth matters more than work, so scan in parallel; chunks bound the memory of
-    # very long sequences. Not measured by this project yet (no accelerator was available).
-    return ("associative", None) if length <= 8192 else ("chunked", 1024)
+    # very long sequences, and of sequences of a symbolic length (jax.export), which may be long.
+    # Not measured by this project yet (no accelerator was available).
+    short = is_known(length) and length <= 8192
+    return ("associative", None) if short else ("chunked", 1024)
 
 
 def linear_method(method, chunk_size, batch, length, state_size):
@@ -164,4 +174,10 @@ def linear_method(method, chunk_size, batch, length, state_size):
         chunk_size = chunk_size or auto_chunk
     if method == "chunked" and chunk_size is None:
         chunk_size = DEFAULT_LINEAR_CHUNK
+    if method == "associative" and not is_known(length):
+        # (lax.associative_scan unrolls its levels in Python, one per halving of the length)
+        raise ValueError(
+            "method='associative' needs a concrete sequence length; got the symbolic length "
+            f"{length} (jax.export): use method='chunked', 'sequential' or 'auto'"
+        )
     return method, chunk_size

@@ -6,17 +6,19 @@ steps) never contribute, so a padded batch pools exactly as each sequence alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from recurrax.array_types import Array
-from recurrax.validation import check_positive_int, check_rank
+from recurrax.array_types import Array, Key, Params
+from recurrax.validation import check_bool, check_positive_int, check_rank, check_shape
 
 
 def real_steps(ys: Array, lengths: Array | None = None, mask: Array | None = None) -> Array:
-    """``(B, T)`` booleans: True where a step is real (before the length and not masked)."""
+    """``(B, T)`` booleans: True where a step of ``ys (B, T, ...)`` is real (before the length
+    and not masked)."""
     B, T = ys.shape[:2]
     valid = jnp.ones((B, T), bool)
     if lengths is not None:
@@ -24,7 +26,9 @@ def real_steps(ys: Array, lengths: Array | None = None, mask: Array | None = Non
             jnp.arange(T, dtype=jnp.asarray(lengths).dtype)[None, :] < lengths[:, None]
         )
     if mask is not None:
-        valid = valid & jnp.asarray(mask).astype(bool)
+        check_bool("mask", mask)
+        check_shape("mask", mask, (B, T), "(batch, time)")
+        valid = valid & jnp.asarray(mask)
     return valid
 
 
@@ -32,6 +36,18 @@ def pool_last(ys: Array, lengths: Array | None = None) -> Array:
     """Output at the last real step: ``ys[b, lengths[b] - 1]`` (zeros for an empty sequence).
 
     For a reversed layer, the output that has seen the whole sequence is at step 0: use ``ys[:, 0]``.
+
+    Args:
+      ys: ``(B, T, F)`` per-step features.
+      lengths: ``(B,)`` integers; default: every sequence has ``T`` steps.
+
+    Returns:
+      ``(B, F)``.
+
+    Example:
+        >>> ys = jnp.arange(12.0).reshape(2, 3, 2)                  # (batch, time, features)
+        >>> recurrax.pool_last(ys, jnp.array([3, 1])).tolist()      # steps 2 and 0
+        [[4.0, 5.0], [6.0, 7.0]]
     """
     check_rank("ys", ys, 3, "(batch, time, features)")
     T = ys.shape[1]
@@ -43,7 +59,21 @@ def pool_last(ys: Array, lengths: Array | None = None) -> Array:
 
 
 def pool_mean(ys: Array, lengths: Array | None = None, mask: Array | None = None) -> Array:
-    """Mean of ``ys`` over real steps (zeros for a sequence with none)."""
+    """Mean of ``ys`` over real steps (zeros for a sequence with none).
+
+    Args:
+      ys: ``(B, T, F)`` per-step features.
+      lengths: ``(B,)`` integers; default: every sequence has ``T`` steps.
+      mask: ``(B, T)`` booleans; False steps do not count.
+
+    Returns:
+      ``(B, F)``.
+
+    Example:
+        >>> ys = jnp.arange(12.0).reshape(2, 3, 2)
+        >>> recurrax.pool_mean(ys, jnp.array([3, 2])).tolist()      # steps 0-2 and 0-1
+        [[2.0, 3.0], [7.0, 8.0]]
+    """
     check_rank("ys", ys, 3, "(batch, time, features)")
     valid = real_steps(ys, lengths, mask)
     weights = valid.astype(ys.dtype)[:, :, None]
@@ -60,22 +90,35 @@ class AttentionPooling(NamedTuple):
         \\quad \\text{pooled} = \\sum_t \\alpha_t y_t
 
     Params: ``W (F, A)``, ``b (A,)``, ``v (A,)`` with ``A = attention_size``.
-    ``apply(params, ys, lengths=None, mask=None) -> (B, F)``.
+    ``init(key, input_size=F) -> params``; ``apply(params, ys, lengths=None, mask=None) -> (B, F)``.
     """
 
-    init: object
-    apply: object
+    init: Callable[[Key, int], Params]
+    apply: Callable[..., Array]
 
 
 def attention_pooling(attention_size: int) -> AttentionPooling:
-    """Builds :class:`AttentionPooling` with hidden attention size ``A``."""
+    """Builds :class:`AttentionPooling` with hidden attention size ``A``.
+
+    ``init(key, input_size)`` takes the features ``F`` of the ``ys`` it pools; ``apply(params,
+    ys (B, T, F), lengths=None, mask=None)`` returns ``(B, F)``, weighting real steps only.
+
+    Example:
+        >>> pool = recurrax.attention_pooling(8)
+        >>> params = pool.init(jax.random.key(0), 16)
+        >>> ys = jnp.ones((2, 5, 16))
+        >>> pool.apply(params, ys, lengths=jnp.array([5, 2])).shape
+        (2, 16)
+    """
     check_positive_int("attention_size", attention_size)
 
-    def init(key, features):
-        check_positive_int("features", features)
+    def init(key, input_size):
+        check_positive_int("input_size", input_size)
         k_w, k_v = jax.random.split(key)
         return {
-            "W": jax.nn.initializers.glorot_uniform()(k_w, (features, attention_size), jnp.float32),
+            "W": jax.nn.initializers.glorot_uniform()(
+                k_w, (input_size, attention_size), jnp.float32
+            ),
             "b": jnp.zeros((attention_size,), jnp.float32),
             "v": jax.nn.initializers.normal(1.0 / attention_size**0.5)(
                 k_v, (attention_size,), jnp.float32

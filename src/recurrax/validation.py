@@ -7,6 +7,7 @@ everywhere: ``<name> must be <expected>; got <actual>``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import contextmanager
 from typing import Any
 
 import jax
@@ -58,10 +59,12 @@ def check_shape(name: str, x: Any, expected: tuple[int, ...], layout: str) -> No
         raise ValueError(f"{name} must have shape {tuple(expected)} {layout}; got shape {shape}")
 
 
-def check_bool_or_int(name: str, x: Any) -> None:
+def check_bool(name: str, x: Any) -> None:
     dtype = jnp.result_type(x)
-    if not (jnp.issubdtype(dtype, jnp.bool_) or jnp.issubdtype(dtype, jnp.integer)):
-        raise TypeError(f"{name} must be a boolean (or 0/1 integer) array; got dtype {dtype}")
+    if not jnp.issubdtype(dtype, jnp.bool_):
+        raise TypeError(
+            f"{name} must be a boolean array; got dtype {dtype} (compare it, e.g. {name} > 0)"
+        )
 
 
 def check_integer(name: str, x: Any) -> None:
@@ -88,3 +91,22 @@ def check_input_size(input_size: Any, features: int, cell_name: str) -> None:
         raise ValueError(
             f"input_size must equal features ({features}) for {cell_name}; got {input_size!r}"
         )
+
+
+@contextmanager
+def forward_mode_hint(what: str):
+    """Re-raises JAX's error for forward-mode autodiff of a custom VJP with the way out.
+
+    The fused, sequential and selective paths of :func:`recurrax.unroll` are differentiated by custom VJPs, which JAX can
+    transpose (reverse mode) but not push tangents through; ``what`` names the path.
+    """
+    try:
+        yield
+    except TypeError as error:
+        if "forward-mode autodiff" not in str(error):
+            raise
+        raise TypeError(
+            f"{what} has a custom VJP, which supports reverse-mode autodiff only (jax.grad, "
+            "jax.vjp); forward mode (jax.jvp, jax.jacfwd, jax.hessian, forward-over-reverse) "
+            "needs method='step', which every cell has"
+        ) from error

@@ -8,6 +8,7 @@ and direction, and ``vmap`` adds the batch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal, NamedTuple
 
@@ -149,6 +150,9 @@ def projected_step(form: ProjectedForm) -> Callable:
 class Cell(NamedTuple):
     """A recurrent cell.
 
+    The driver needs four things: ``init``, ``initial_carry``, ``step`` and ``output_size``; the
+    rest have defaults (build a cell of your own with :func:`recurrax.custom_cell`).
+
     Attributes:
       name: the constructor's name (``"rnn"``, ``"lstm"``, ``"gru"``, ...).
       hidden_size: H, the size of the state ``h``.
@@ -156,10 +160,12 @@ class Cell(NamedTuple):
       init: ``init(key, input_size) -> params``, a nested dict of arrays named after the paper's symbols.
       initial_carry: ``initial_carry(batch_shape=(), dtype=float32) -> carry``, the zero state.
       step: ``step(params, carry, x) -> (carry, y)`` for one example; the ``lax.scan`` body signature.
-      input_size: ``input_size(params) -> D``, read off the params (used to validate inputs).
+      input_size: ``input_size(params) -> D``, read off the params, so that ``unroll`` rejects
+        inputs of the wrong width before any work; None: not checked.
       param_count: ``param_count(input_size, biases=None) -> int``; see :func:`param_count`.
+        None: counted from the shapes of ``init``'s params.
       recurrent_matrices: ``recurrent_matrices(params) -> {name: (H, H) array}``, the state-to-state
-        matrices (one per gate block), for spectral diagnostics.
+        matrices (one per gate block), for spectral diagnostics; None: the cell has none.
       linear: a :class:`LinearForm` for linear recurrences (runs in parallel over time), else None.
       projected: a :class:`ProjectedForm` for gated cells whose input projection can be hoisted out
         of the time loop (the fused path), else None.
@@ -176,9 +182,9 @@ class Cell(NamedTuple):
     init: Callable[[Key, int], Params]
     initial_carry: Callable[..., Carry]
     step: Callable[[Params, Carry, Array], tuple[Carry, Array]]
-    input_size: Callable[[Params], int]
-    param_count: Callable[..., int]
-    recurrent_matrices: Callable[[Params], dict[str, Array]]
+    input_size: Callable[[Params], int] | None = None
+    param_count: Callable[..., int] | None = None
+    recurrent_matrices: Callable[[Params], dict[str, Array]] | None = None
     linear: LinearForm | None = None
     projected: ProjectedForm | None = None
     recurrence_params: tuple[str, ...] = ()
@@ -205,7 +211,41 @@ def param_count(cell: Cell, input_size: int, biases: BiasConvention = None) -> i
       99328
     """
     check_choice("biases", biases, (None, "one", "two"))
-    return cell.param_count(input_size, biases)
+    if cell.param_count is not None:
+        return cell.param_count(input_size, biases)
+    if biases is not None:
+        raise ValueError(
+            f"biases must be None for {cell.name}, which does not define its bias convention "
+            f"(no param_count); got {biases!r}"
+        )
+    shapes = jax.eval_shape(lambda key: cell.init(key, input_size), jax.random.key(0))
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))
+
+
+DRIVER_NEEDS = {
+    "init": "init(key, input_size) -> params",
+    "initial_carry": "initial_carry(batch_shape=(), dtype=float32) -> carry",
+    "step": "step(params, carry, x) -> (carry, y)",
+}
+
+
+def check_cell(cell, name: str = "cell") -> None:
+    """Rejects a value that is not a usable :class:`Cell`, naming the missing piece."""
+    if not isinstance(cell, Cell):
+        raise TypeError(f"{name} must be a recurrax.Cell; got {type(cell).__name__}")
+    for field, signature in DRIVER_NEEDS.items():
+        value = getattr(cell, field)
+        if not callable(value):
+            raise TypeError(
+                f"{name}.{field} must be a function {signature}; got {value!r} "
+                "(recurrax.custom_cell builds a cell from the pieces it needs)"
+            )
+    if isinstance(cell.output_size, bool) or not isinstance(cell.output_size, int):
+        raise TypeError(f"{name}.output_size must be an int; got {cell.output_size!r}")
+    for field in ("input_size", "param_count", "recurrent_matrices"):
+        value = getattr(cell, field)
+        if value is not None and not callable(value):
+            raise TypeError(f"{name}.{field} must be a function or None; got {value!r}")
 
 
 def gated_param_count(

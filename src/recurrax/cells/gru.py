@@ -75,11 +75,18 @@ def gru(
     because r multiplies it. PyTorch's ``nn.GRU`` keeps all six: ``3H*(D+H) + 6H``
     (``param_count(..., biases="two")``); Keras without ``reset_after``: ``biases="one"``.
 
-    Example::
+    Shapes: one step maps an input ``(D,)`` to an output ``(H,)``; :func:`recurrax.unroll` maps
+    inputs ``(B, T, D)`` to outputs ``(B, T, H)`` and a final carry ``GRUState(h (B, H))``.
 
-        cell = recurrax.gru(64)
-        params = cell.init(jax.random.key(0), 16)
-        carry, ys = recurrax.unroll(cell, params, xs, reverse=True, lengths=lengths)
+    Example:
+        >>> cell = recurrax.gru(16)
+        >>> params = cell.init(jax.random.key(0), 8)
+        >>> xs = jnp.ones((2, 5, 8))                      # (batch, time, features)
+        >>> carry, ys = recurrax.unroll(cell, params, xs, reverse=True, lengths=jnp.array([5, 3]))
+        >>> ys.shape, carry.h.shape
+        ((2, 5, 16), (2, 16))
+        >>> bool(jnp.allclose(carry.h, ys[:, 0]))       # in reverse, step 0 is processed last
+        True
     """
     check_positive_int("hidden_size", hidden_size)
     check_inits(kernel_init, "orthogonal")

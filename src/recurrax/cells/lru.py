@@ -90,11 +90,19 @@ def lru(
     ``b_t = γ ⊙ B x_t``), so ``recurrax.unroll`` can use the sequential, associative or chunked
     scans; all give the numbers of ``step``.
 
-    Example::
+    Shapes: :func:`recurrax.unroll` maps inputs ``(B, T, H)`` to outputs ``(B, T, H)`` and a
+    final carry ``LRUState(h (B, N))``.
 
-        cell = recurrax.lru(64, 16, r_min=0.9, r_max=0.999, max_phase=math.pi / 10)
-        params = cell.init(jax.random.key(0), 16)
-        carry, ys = recurrax.unroll(cell, params, xs, method="associative")  # xs, ys: (B, T, 16)
+    Example:
+        >>> cell = recurrax.lru(16, 4, r_min=0.9, r_max=0.999, max_phase=np.pi / 10)
+        >>> params = cell.init(jax.random.key(0), 4)      # input size must equal features
+        >>> xs = jax.random.normal(jax.random.key(1), (2, 5, 4))
+        >>> carry, ys = recurrax.unroll(cell, params, xs, method="associative")
+        >>> ys.shape, carry.h.shape, carry.h.dtype
+        ((2, 5, 4), (2, 16), dtype('complex64'))
+        >>> r = jnp.diag(cell.recurrent_matrices(params)["abs_lambda"])   # |λ| on the ring
+        >>> bool(jnp.all((r >= 0.9) & (r <= 0.999)))
+        True
     """
     check_positive_int("state_size", state_size)
     check_positive_int("features", features)

@@ -88,11 +88,19 @@ def lstm(
     gate's bias (Jozefowicz et al. 2015); it is not added at every step, so the params alone determine
     the function.
 
-    Example::
+    Shapes: one step maps an input ``(D,)`` to an output ``(H,)``; :func:`recurrax.unroll` maps
+    inputs ``(B, T, D)`` to outputs ``(B, T, H)`` and a final carry ``LSTMState(h, c)``, both
+    ``(B, H)``.
 
-        cell = recurrax.lstm(64)
-        params = cell.init(jax.random.key(0), 16)
-        carry, ys = recurrax.unroll(cell, params, xs, lengths=lengths)  # carry: LSTMState(h, c)
+    Example:
+        >>> cell = recurrax.lstm(32)
+        >>> params = cell.init(jax.random.key(0), 8)
+        >>> xs = jnp.ones((2, 5, 8))                      # (batch, time, features)
+        >>> carry, ys = recurrax.unroll(cell, params, xs, lengths=jnp.array([5, 3]))
+        >>> ys.shape, carry.h.shape, carry.c.shape
+        ((2, 5, 32), (2, 32), (2, 32))
+        >>> bool(jnp.all(ys[1, 3:] == 0))               # padding steps output zeros
+        True
     """
     check_positive_int("hidden_size", hidden_size)
     check_inits(kernel_init, "orthogonal")

@@ -158,11 +158,16 @@ def mamba(
     Deviations from the reference block: the paper's layer also has a normalisation and a residual
     connection around the block; those belong to the layer stacking this cell, not to the cell.
 
-    Example::
+    Shapes: :func:`recurrax.unroll` maps inputs ``(B, T, D)`` to outputs ``(B, T, D)`` and a
+    final carry ``MambaState(h (B, E, N), conv (B, K-1, E))``.
 
-        cell = recurrax.cells.mamba.mamba(64, d_state=16)
-        params = cell.init(jax.random.key(0), 64)          # input size must equal features
-        carry, ys = recurrax.unroll(cell, params, xs)      # xs: (B, T, 64) -> ys: (B, T, 64)
+    Example:
+        >>> cell = recurrax.mamba(8, d_state=4)           # E = 16, N = 4, K = 4
+        >>> params = cell.init(jax.random.key(0), 8)      # input size must equal features
+        >>> xs = jax.random.normal(jax.random.key(1), (2, 5, 8))   # (batch, time, features)
+        >>> carry, ys = recurrax.unroll(cell, params, xs)  # the fused selective scan
+        >>> ys.shape, carry.h.shape, carry.conv.shape
+        ((2, 5, 8), (2, 16, 4), (2, 3, 16))
     """
     check_positive_int("features", features)
     check_positive_int("d_state", d_state)

@@ -152,11 +152,16 @@ def mamba2(
     ``nn.Linear`` default, uniform with a third of the variance); no ``dt_limit`` clamp (the
     reference default does not clamp either).
 
-    Example::
+    Shapes: :func:`recurrax.unroll` maps inputs ``(B, T, D)`` to outputs ``(B, T, D)`` and a
+    final carry ``Mamba2State(h (B, H, P, N), conv (B, K-1, E + 2GN))``.
 
-        cell = recurrax.cells.mamba2.mamba2(64, d_state=16, headdim=32)   # E = 128, H = 4
-        params = cell.init(jax.random.key(0), 64)          # input size must equal features
-        carry, ys = recurrax.unroll(cell, params, xs)      # xs: (B, T, 64) -> ys: (B, T, 64)
+    Example:
+        >>> cell = recurrax.mamba2(8, d_state=4, headdim=8)   # E = 16, H = 2, P = 8, N = 4
+        >>> params = cell.init(jax.random.key(0), 8)      # input size must equal features
+        >>> xs = jax.random.normal(jax.random.key(1), (2, 5, 8))   # (batch, time, features)
+        >>> carry, ys = recurrax.unroll(cell, params, xs)
+        >>> ys.shape, carry.h.shape, carry.conv.shape
+        ((2, 5, 8), (2, 2, 8, 4), (2, 3, 24))
     """
     check_positive_int("features", features)
     check_positive_int("d_state", d_state)

@@ -214,11 +214,19 @@ def mingru(hidden_size: int, *, log_space: bool = False, param_dtype=jnp.float32
     decay :math:`1 - z_t` depends on the input alone). ``recurrence_params`` is ``()``: there are no
     recurrence-only parameters (:math:`W_z, b_z` also scale the input).
 
-    Example::
+    Shapes: one step maps an input ``(D,)`` to an output ``(H,)``; :func:`recurrax.unroll` maps
+    inputs ``(B, T, D)`` to outputs ``(B, T, H)`` and a final carry ``MinGRUState(h (B, H))``.
 
-        cell = recurrax.cells.mingru.mingru(64, log_space=True)
-        params = cell.init(jax.random.key(0), 16)
-        carry, ys = recurrax.unroll(cell, params, xs, method="associative")  # ys: (B, T, 64)
+    Example:
+        >>> cell = recurrax.mingru(16, log_space=True)
+        >>> params = cell.init(jax.random.key(0), 8)
+        >>> xs = jax.random.normal(jax.random.key(1), (2, 5, 8))   # (batch, time, features)
+        >>> carry, ys = recurrax.unroll(cell, params, xs, method="associative")  # solves on log h
+        >>> ys.shape, carry.h.shape, bool(jnp.all(ys > 0))         # the state stays positive
+        ((2, 5, 16), (2, 16), True)
+        >>> _, ys_step = recurrax.unroll(cell, params, xs, method="step")   # ordinary arithmetic
+        >>> bool(jnp.allclose(ys, ys_step, atol=1e-5))
+        True
     """
     return _minimal_cell(
         "mingru",
@@ -268,11 +276,17 @@ def minlstm(hidden_size: int, *, log_space: bool = False, param_dtype=jnp.float3
     matrix, so no recurrent bias). ``recurrent_matrices`` is ``{}`` and ``recurrence_params`` is
     ``()``: the decay :math:`f'_t` depends on the input alone and no parameter is recurrence-only.
 
-    Example::
+    Shapes: one step maps an input ``(D,)`` to an output ``(H,)``; :func:`recurrax.unroll` maps
+    inputs ``(B, T, D)`` to outputs ``(B, T, H)`` and a final carry ``MinLSTMState(h (B, H))``.
 
-        cell = recurrax.cells.mingru.minlstm(64)
-        params = cell.init(jax.random.key(0), 16)
-        carry, ys = recurrax.unroll(cell, params, xs, lengths=lengths, reverse=True)
+    Example:
+        >>> cell = recurrax.minlstm(16)
+        >>> params = cell.init(jax.random.key(0), 8)
+        >>> xs = jax.random.normal(jax.random.key(1), (2, 5, 8))   # (batch, time, features)
+        >>> lengths = jnp.array([5, 3])
+        >>> carry, ys = recurrax.unroll(cell, params, xs, lengths=lengths, reverse=True)
+        >>> ys.shape, carry.h.shape, bool(jnp.allclose(carry.h, ys[:, 0]))  # step 0 runs last
+        ((2, 5, 16), (2, 16), True)
     """
     return _minimal_cell(
         "minlstm",

@@ -114,11 +114,18 @@ def rglru(
         initialisation (0.9 and 0.999 in the paper).
       param_dtype: the dtype of the params.
 
-    Example::
+    Shapes: :func:`recurrax.unroll` maps inputs ``(B, T, D)`` to outputs ``(B, T, D)`` and a
+    final carry ``RGLRUState(h (B, D))``.
 
-        cell = recurrax.cells.rglru.rglru(64)
-        params = cell.init(jax.random.key(0), 64)
-        carry, ys = recurrax.unroll(cell, params, xs, method="associative")  # ys: (B, T, 64)
+    Example:
+        >>> cell = recurrax.rglru(8)
+        >>> params = cell.init(jax.random.key(0), 8)      # input size must equal features
+        >>> xs = jax.random.normal(jax.random.key(1), (2, 5, 8))   # (batch, time, features)
+        >>> carry, ys = recurrax.unroll(cell, params, xs, method="associative")
+        >>> ys.shape, carry.h.shape
+        ((2, 5, 8), (2, 8))
+        >>> bool(jnp.allclose(ys[:, -1], carry.h))      # y_t = h_t
+        True
     """
     check_positive_int("features", features)
     _check_float("c", c, 0.0, math.inf, low_open=True, high_open=True)

@@ -50,11 +50,16 @@ def rnn(
 
     ``recurrent_init="identity", activation="relu"`` is the IRNN of Le et al. (2015).
 
-    Example::
+    Shapes: one step maps an input ``(D,)`` to an output ``(H,)``; :func:`recurrax.unroll` maps
+    inputs ``(B, T, D)`` to outputs ``(B, T, H)`` and a final carry ``RNNState(h (B, H))``.
 
-        cell = recurrax.rnn(32)
-        params = cell.init(jax.random.key(0), 8)
-        carry, ys = recurrax.unroll(cell, params, xs)   # xs: (B, T, 8) -> ys: (B, T, 32)
+    Example:
+        >>> cell = recurrax.rnn(16)
+        >>> params = cell.init(jax.random.key(0), 8)
+        >>> xs = jnp.ones((2, 5, 8))                      # (batch, time, features)
+        >>> carry, ys = recurrax.unroll(cell, params, xs)
+        >>> ys.shape, carry.h.shape, recurrax.param_count(cell, 8)   # H*(D+H) + H
+        ((2, 5, 16), (2, 16), 400)
     """
     check_positive_int("hidden_size", hidden_size)
     check_choice("activation", activation, ACTIVATIONS)

@@ -150,11 +150,16 @@ def s5(
     ``diag(Ā)``. The recurrence params ``Lambda_re_log``, ``Lambda_im`` and ``log_dt`` are those
     S5 trains with a smaller learning rate and no weight decay.
 
-    Example::
+    Shapes: :func:`recurrax.unroll` maps inputs ``(B, T, H)`` to outputs ``(B, T, H)`` and a
+    final carry ``S5State(h (B, P))``.
 
-        cell = recurrax.s5(64, 16, init="legs")       # 32 stored conjugate-pair states
-        params = cell.init(jax.random.key(0), 16)
-        carry, ys = recurrax.unroll(cell, params, xs, method="associative")  # xs, ys: (B, T, 16)
+    Example:
+        >>> cell = recurrax.s5(8, 4, init="legs")         # 4 stored conjugate-pair states
+        >>> params = cell.init(jax.random.key(0), 4)      # input size must equal features
+        >>> xs = jnp.ones((2, 5, 4))                      # (batch, time, features)
+        >>> carry, ys = recurrax.unroll(cell, params, xs, method="associative")
+        >>> ys.shape, carry.h.shape, carry.h.dtype, cell.hidden_size
+        ((2, 5, 4), (2, 4), dtype('complex64'), 4)
     """
     check_positive_int("state_size", state_size)
     check_positive_int("features", features)

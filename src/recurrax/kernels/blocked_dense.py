@@ -42,7 +42,9 @@ def _project_jvp(primals, tangents):
     x, w = primals
     dx, dw = tangents
     rows = math.prod(x.shape[:-1])
-    blocks = math.gcd(rows, WEIGHT_GRADIENT_BLOCKS)
+    # (a symbolic dimension, under jax.export, counts as 1: the blocks divide the known ones)
+    known_rows = math.prod(d for d in x.shape[:-1] if isinstance(d, int))
+    blocks = math.gcd(known_rows, WEIGHT_GRADIENT_BLOCKS)
     x_blocks = x.reshape(blocks, rows // blocks, x.shape[-1])
     dw_blocks = jnp.broadcast_to(dw, (blocks, *dw.shape))
     dy_w = jnp.einsum("cri,cji->crj", x_blocks, dw_blocks).reshape(*x.shape[:-1], w.shape[0])

@@ -54,7 +54,7 @@ from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
 from recurrax.array_types import Array, Carry, Params
 from recurrax.cells.base import ProjectedForm
-from recurrax.kernels.time_loop import from_chunks, pad_time, to_chunks, tree_where
+from recurrax.kernels.time_loop import from_chunks, is_known, pad_time, to_chunks, tree_where
 
 DEFAULT_BLOCK = 32
 """Steps per backward block (fastest of 16, 32, 64, 128 for the LSTM at B=16, T=1024, H=128 on the
@@ -109,7 +109,7 @@ def fused_unroll(
         # remat=k keeps the carries every k steps, as on every path: blocks tile the chunk.
         block = max(d for d in range(1, min(block, chunk) + 1) if chunk % d == 0)
     size = block if chunk is None else chunk
-    if -T % size and valid is None:
+    if not (is_known(T) and T % size == 0) and valid is None:
         valid = jnp.ones((T, B), bool)
     # Padding steps are not valid and start nothing: they keep the carry and output zeros.
     inputs, _ = pad_time((xs, valid, starts), size)

@@ -71,6 +71,7 @@ import jax.numpy as jnp
 
 from recurrax.array_types import Array
 from recurrax.cells.base import SelectiveInputs, real_dtype
+from recurrax.kernels.time_loop import at_most, is_known
 from recurrax.validation import check_positive_int, check_rank, check_shape
 
 DEFAULT_CHECKPOINT = 32
@@ -131,7 +132,7 @@ def selective_scan(
     check_positive_int("unroll", unroll)
 
     dtype = real_dtype(h_init.dtype)  # float64 stays, anything else runs in float32
-    if T == 0:
+    if is_known(T) and T == 0:
         return jnp.zeros((Bsz, 0, E), dtype), h_init.astype(dtype)
     delta = delta.astype(dtype)
     if valid is not None:
@@ -144,7 +145,7 @@ def selective_scan(
     # The state and its coefficients as (..., N, E): channels along the vector lanes.
     channels_last = partial(jnp.swapaxes, axis1=-1, axis2=-2)
     ys, h = _scan(
-        min(checkpoint, T),
+        at_most(checkpoint, T),
         unroll,
         delta,
         channels_last(A.astype(dtype)),

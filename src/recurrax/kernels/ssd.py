@@ -58,7 +58,14 @@ import jax.numpy as jnp
 from recurrax.array_types import Array
 from recurrax.cells.base import SelectiveInputs, real_dtype
 from recurrax.kernels.selective_scan import check_selective_inputs
-from recurrax.kernels.time_loop import chunked_loop, from_chunks, pad_time, to_chunks
+from recurrax.kernels.time_loop import (
+    at_most,
+    chunked_loop,
+    from_chunks,
+    is_known,
+    pad_time,
+    to_chunks,
+)
 from recurrax.validation import check_positive_int
 
 DEFAULT_CHUNK = 32
@@ -133,7 +140,7 @@ def ssd_scan(
 
     dtype = real_dtype(h_init.dtype)  # float64 stays, anything else runs in float32
     H, P = heads, E // heads
-    if T == 0:
+    if is_known(T) and T == 0:
         return jnp.zeros((Bsz, 0, E), dtype), h_init.astype(dtype)
     # The head's scalars: its first channel's step size and decay rate.
     dt = delta.reshape(Bsz, T, H, P)[..., 0].astype(dtype)  # (B, T, H)
@@ -152,7 +159,7 @@ def ssd_scan(
         starts,
         h_init.astype(dtype).reshape(Bsz, H, P, N),
         h_reset.astype(dtype).reshape(Bsz, H, P, N),
-        min(chunk, T),
+        at_most(chunk, T),
         span,
     )
     return ys, h.reshape(Bsz, E, N)
@@ -170,7 +177,7 @@ def _ssd_one(dt, a, x, Bm, Cm, valid, starts, h_init, h_reset, Q, span):
     run = partial(_chunks, a=a, h_reset=h_reset, Q=Q)
     if span is not None:
         span = -(-span // Q) * Q  # whole chunks
-    if span is None or span >= dt.shape[0]:
+    if span is None or (is_known(dt.shape[0]) and span >= dt.shape[0]):
         h, ys = run(h_init, (dt, xbar, Bm, Cm, starts))
     else:
         # Spans padded with steps that leave the state alone; each recomputed in the backward

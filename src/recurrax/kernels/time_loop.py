@@ -8,6 +8,7 @@ lengths, masks, resets, reversal and ``remat`` mean exactly the same thing every
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrax.array_types import Array
-from recurrax.validation import check_bool_or_int, check_integer, check_range, check_shape
+from recurrax.validation import check_bool, check_integer, check_range, check_shape
 
 
 class Timeline(NamedTuple):
@@ -80,9 +81,9 @@ def check_semantics(lengths, mask, resets, B: int, T: int, time_major: bool = Fa
         if value is None:
             flags.append(jnp.full(shape, default, bool))
         else:
-            check_bool_or_int(name, value)
+            check_bool(name, value)
             check_shape(name, value, shape, layout)
-            flags.append(jnp.asarray(value).astype(bool))
+            flags.append(jnp.asarray(value))
     return lengths, *flags
 
 
@@ -101,6 +102,32 @@ def tree_where(flag: Array | None, on_true, on_false):
     return jax.tree.map(pick, on_true, on_false)
 
 
+def is_known(size) -> bool:
+    """Whether a dimension is a concrete integer. Under ``jax.export`` with symbolic shapes it is
+    a symbolic expression instead, which cannot be compared with a number in Python."""
+    return isinstance(size, int)
+
+
+def at_most(size: int, T) -> int:
+    """``min(size, T)``: a chunk or span of ``size`` steps, shortened to a known sequence length.
+
+    For a symbolic ``T`` (``jax.export``) it is ``size``: the padding to whole chunks then covers
+    sequences shorter than one chunk, with the same numbers.
+    """
+    return min(size, T) if is_known(T) else size
+
+
+UNKNOWN_LENGTH_CHUNK = 64
+"""Steps per checkpointed chunk of ``remat=True`` when the length is symbolic (``jax.export``):
+the chunk of a 4096-step sequence."""
+
+
+def checkpoint_chunk(T) -> int:
+    """Steps per chunk of ``remat=True``: about ``sqrt(T)``, so that memory grows with
+    ``T/chunk + chunk ~ 2 sqrt(T)``; :data:`UNKNOWN_LENGTH_CHUNK` when ``T`` is symbolic."""
+    return max(1, round(math.sqrt(T))) if is_known(T) else UNKNOWN_LENGTH_CHUNK
+
+
 def pad_time(tree, multiple: int, fill=None):
     """Pads every leaf's leading (time) axis to a multiple of ``multiple``.
 
@@ -110,8 +137,10 @@ def pad_time(tree, multiple: int, fill=None):
     ``T`` is all it needs afterwards.
     """
     T = jax.tree.leaves(tree)[0].shape[0]
-    pad = -T % multiple
-    if not pad:
+    # (written as whole chunks minus T, so that a symbolic T gives a length that is provably a
+    # multiple of ``multiple``)
+    pad = -(-T // multiple) * multiple - T
+    if is_known(pad) and pad == 0:
         return tree, 0
 
     def extend(a, value):
