@@ -1,5 +1,6 @@
 """Tests for the recall tasks: copy memory, selective copying, induction heads and MQAR."""
 
+import hashlib
 import math
 import time
 
@@ -278,11 +279,194 @@ def test_induction_heads_bad_length(length):
 # ----------------------------------------------------------------------------- MQAR
 
 
+def _mqar_tables(b, num_pairs):
+    """Per row: the key -> value dictionary rebuilt from the key-value block."""
+    return [
+        dict(zip(x[0 : 2 * num_pairs : 2].tolist(), x[1 : 2 * num_pairs : 2].tolist(), strict=True))
+        for x in b.inputs
+    ]
+
+
+@pytest.mark.parametrize(
+    "vocab_size,length,num_pairs",
+    [(512, 64, 4), (512, 128, 8), (64, 40, 10), (8, 12, 3), (16, 17, 3), (8192, 256, 16)],
+)
+def test_mqar_zoology_brute_force(vocab_size, length, num_pairs):
+    config = _config(mqar, vocab_size=vocab_size, length=length, num_pairs=num_pairs)
+    b = mqar.batch(config, 4, "test", 9, 30)
+    half = vocab_size // 2
+    for x, y, m in zip(b.inputs, b.targets, b.loss_mask, strict=True):
+        x, y = x.tolist(), y.tolist()
+        keys, values = x[0 : 2 * num_pairs : 2], x[1 : 2 * num_pairs : 2]
+        # Keys distinct, from the lower half without 0; values distinct, from the upper half.
+        assert len(set(keys)) == num_pairs and all(1 <= k < half for k in keys)
+        assert len(set(values)) == num_pairs and all(half <= v < vocab_size for v in values)
+        table = dict(zip(keys, values, strict=True))
+        queries = [i for i, mm in enumerate(m.tolist()) if mm]
+        # One query per key, each at a slot 2P + 2g after the block, none inside it.
+        assert len(queries) == num_pairs
+        assert all(i >= 2 * num_pairs and (i - 2 * num_pairs) % 2 == 0 for i in queries)
+        assert max(queries) <= 2 * num_pairs + 2 * ((length - 2 * num_pairs) // 2 - 1)
+        assert sorted(x[i] for i in queries) == sorted(keys)
+        for i in range(length):
+            assert y[i] == (table[x[i]] if i in queries else 0)
+
+
+def test_mqar_zoology_filler_is_uniform_over_the_vocabulary():
+    vocab_size, num_pairs = 16, 2
+    config = _config(mqar, vocab_size=vocab_size, length=64, num_pairs=num_pairs)
+    b = mqar.batch(config, 0, "train", 0, 1000)
+    filler = ~b.loss_mask
+    filler[:, : 2 * num_pairs] = False
+    tokens = b.inputs[filler]
+    assert tokens.size == 1000 * (64 - 3 * num_pairs)
+    # Every token of the vocabulary, 0 and the keys and values included, is equally likely.
+    np.testing.assert_allclose(
+        np.bincount(tokens, minlength=vocab_size) / tokens.size, 1 / 16, atol=0.004
+    )
+    # Random per position: no row is one repeated token.
+    rows = [np.unique(x[f]).size for x, f in zip(b.inputs, filler, strict=True)]
+    assert min(rows) > 5
+    # random_non_queries=False: the filler of the released Fig. 2 configuration, 0.
+    zero = mqar.batch(_config(mqar, random_non_queries=False), 0, "train", 0, 50)
+    assert np.all(zero.inputs[:, 8:][~zero.loss_mask[:, 8:]] == 0)
+    assert np.all(zero.inputs[zero.loss_mask] >= 1)
+
+
+def _chi_square(counts, expected):
+    """Pearson's statistic and its degrees of freedom, the bins with expected < 5 merged."""
+    keep = expected >= 5
+    counts = np.append(counts[keep], counts[~keep].sum())
+    expected = np.append(expected[keep], expected[~keep].sum())
+    if expected[-1] == 0:
+        counts, expected = counts[:-1], expected[:-1]
+    return float(((counts - expected) ** 2 / expected).sum()), counts.size - 1
+
+
+def _chi_square_bound(df):
+    """Far above the 99.9% point of chi-square(df) (59.7 at df = 30), far below a wrong law's."""
+    return df + 5 * math.sqrt(2 * df)
+
+
+def test_mqar_query_gaps_follow_the_power_law():
+    n, num_pairs, length = 4000, 3, 64
+    config = _config(mqar, length=length, num_pairs=num_pairs)
+    b = mqar.batch(config, 1, "train", 0, n)
+    num_slots = (length - 2 * num_pairs) // 2  # 29
+    # p_g ∝ (g + 1)^(a - 1), a = 0.01, computed here from the definition.
+    p = np.array([(g + 1.0) ** (0.01 - 1.0) for g in range(num_slots)])
+    p /= p.sum()
+    np.testing.assert_allclose(mqar.gap_probabilities(num_slots, 0.01), p, rtol=1e-12)
+    keys = b.inputs[:, 0 : 2 * num_pairs : 2]
+    query_at = np.argmax(
+        b.loss_mask[:, None, :] & (b.inputs[:, None, :] == keys[:, :, None]), axis=2
+    )
+    slots = (query_at - 2 * num_pairs) // 2  # (n, P): the slot of key j
+    # Pair 1's slot is drawn from p itself.
+    first = np.bincount(slots[:, 0], minlength=num_slots)
+    stat, df = _chi_square(first, n * p)
+    assert stat < _chi_square_bound(df), (stat, df)
+    # Pair 2's slot is drawn from p without pair 1's slot: P(g) = Σ_{i≠g} p_i p_g / (1 - p_i).
+    second_p = np.array(
+        [
+            sum(p[i] * p[g] / (1 - p[i]) for i in range(num_slots) if i != g)
+            for g in range(num_slots)
+        ]
+    )
+    np.testing.assert_allclose(second_p.sum(), 1.0)
+    second = np.bincount(slots[:, 1], minlength=num_slots)
+    stat, df = _chi_square(second, n * second_p)
+    assert stat < _chi_square_bound(df), (stat, df)
+    # ... which is not p: drawing with replacement, or every pair from p, would fail here.
+    stat_p, _ = _chi_square(second, n * p)
+    assert stat_p > _chi_square_bound(df)
+    # Short gaps dominate: the nearest slot holds ~25% of the first queries, and it is
+    # 29^0.99 ≈ 28 times as likely as the farthest one (uniform slots would give 1/29 and 1).
+    assert first[0] / n == pytest.approx(p[0], abs=0.03) and p[0] > 0.24
+    assert 15 < first[0] / first[-1] < 50
+    # power_a = 1 is uniform over the slots.
+    flat = mqar.batch(_config(mqar, length=length, num_pairs=1, power_a=1.0), 1, "train", 0, n)
+    flat_slots = (np.argmax(flat.loss_mask, axis=1) - 2) // 2
+    stat, df = _chi_square(np.bincount(flat_slots, minlength=31), np.full(31, n / 31))
+    assert stat < _chi_square_bound(df), (stat, df)
+
+
+def test_mqar_vocab_8192():
+    config = mqar.full_config()
+    assert config.vocab_size == 8192 and config.variant == "zoology"
+    b = mqar.batch(config, 2, "train", 5, 4)
+    assert b.inputs.shape == (4, 512) and b.inputs.dtype == np.int32
+    num_pairs = config.num_pairs
+    keys, values = b.inputs[:, 0:128:2], b.inputs[:, 1:128:2]
+    assert keys.min() >= 1 and keys.max() < 4096 and values.min() >= 4096 and values.max() < 8192
+    assert all(np.unique(k).size == num_pairs for k in keys)
+    assert all(np.unique(v).size == num_pairs for v in values)
+    assert np.all(b.loss_mask.sum(axis=1) == num_pairs)
+    tables = _mqar_tables(b, num_pairs)
+    for x, y, m, table in zip(b.inputs, b.targets, b.loss_mask, tables, strict=True):
+        assert [table[k] for k in x[m].tolist()] == y[m].tolist()
+    filler = b.inputs[:, 128:][~b.loss_mask[:, 128:]]
+    assert filler.min() < 200 and filler.max() > 8000  # the whole vocabulary
+
+
+@pytest.mark.parametrize("variant", ["zoology", "uniform"])
+def test_mqar_determinism_per_seed_split_step(variant):
+    config = _config(mqar, vocab_size=8192, length=128, num_pairs=8, variant=variant)
+    a = mqar.batch(config, 3, "valid", 4, 6)
+    again = mqar.batch(config, 3, "valid", 4, 6)
+    for x, y in zip(a[:3], again[:3], strict=True):
+        np.testing.assert_array_equal(x, y)
+    for seed, split, step in ((3, "valid", 5), (3, "test", 4), (4, "valid", 4)):
+        assert not np.array_equal(a.inputs, mqar.batch(config, seed, split, step, 6).inputs)
+
+
+def test_mqar_configs_without_the_new_fields_are_the_zoology_default():
+    # A config saved before `variant` existed reads as the default.
+    old = ml_collections.ConfigDict({"vocab_size": 512, "length": 64, "num_pairs": 4})
+    new = mqar.small_config()
+    assert (new.variant, new.power_a, new.random_non_queries) == ("zoology", 0.01, True)
+    for x, y in zip(
+        mqar.batch(old, 0, "train", 1, 8)[:3], mqar.batch(new, 0, "train", 1, 8)[:3], strict=True
+    ):
+        np.testing.assert_array_equal(x, y)
+
+
+# The earlier generator (variant="uniform"), recorded before the Zoology default was added: one
+# small batch in full and the SHA-256 (first 16 hex digits) of the inputs, targets and loss_mask.
+UNIFORM_INPUTS = [[5, 11, 4, 13, 3, 11, 4, 0, 0, 3, 0, 5], [5, 13, 2, 8, 6, 14, 2, 0, 0, 0, 5, 6]]
+UNIFORM_TARGETS = [[0, 0, 0, 0, 0, 0, 13, 0, 0, 11, 0, 11], [0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 13, 14]]
+UNIFORM_DIGESTS = {
+    "small": ((0, "train", 0, 8), ("f3650cf5cadf1964", "e81a152d13721191", "02c7ebb6e6f5a2b7")),
+    "full": ((3, "test", 7, 4), ("eef6c82f5a166299", "82de67ad327a29a9", "be1a1fc411f1e52b")),
+}
+
+
+def test_mqar_uniform_variant_is_unchanged():
+    config = ml_collections.ConfigDict(
+        {"vocab_size": 16, "length": 12, "num_pairs": 3, "variant": "uniform"}
+    )
+    b = mqar.batch(config, 5, "valid", 2, 2)
+    assert b.inputs.tolist() == UNIFORM_INPUTS
+    assert b.targets.tolist() == UNIFORM_TARGETS
+    np.testing.assert_array_equal(b.loss_mask, np.array(UNIFORM_TARGETS) != 0)
+    for size, make in (("small", mqar.small_config), ("full", mqar.full_config)):
+        config = make()
+        config.variant = "uniform"
+        args, digests = UNIFORM_DIGESTS[size]
+        b = mqar.batch(config, *args)
+        got = tuple(
+            hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16] for a in b[:3]
+        )
+        assert got == digests, size
+
+
 @pytest.mark.parametrize(
     "vocab_size,length,num_pairs", [(512, 64, 4), (512, 128, 8), (64, 30, 10), (8, 9, 3)]
 )
-def test_mqar_brute_force(vocab_size, length, num_pairs):
-    config = _config(mqar, vocab_size=vocab_size, length=length, num_pairs=num_pairs)
+def test_mqar_uniform_brute_force(vocab_size, length, num_pairs):
+    config = _config(
+        mqar, vocab_size=vocab_size, length=length, num_pairs=num_pairs, variant="uniform"
+    )
     b = mqar.batch(config, 4, "test", 9, 30)
     half = vocab_size // 2
     for x, y, m in zip(b.inputs, b.targets, b.loss_mask, strict=True):
@@ -301,8 +485,8 @@ def test_mqar_brute_force(vocab_size, length, num_pairs):
             assert y[i] == table[key]
 
 
-def test_mqar_query_order_and_positions_random():
-    config = mqar.small_config()
+def test_mqar_uniform_query_order_and_positions_random():
+    config = _config(mqar, variant="uniform")
     b = mqar.batch(config, 0, "train", 0, 400)
     num_pairs = config.num_pairs
     keys = b.inputs[:, 0 : 2 * num_pairs : 2]
@@ -320,24 +504,53 @@ def test_mqar_spec_and_configs():
     assert (full.vocab_size, full.length, full.num_pairs) == (8192, 512, 64)
     assert (256, 16) in [tuple(s) for s in full.settings]
     for config, values in ((small, 256), (full, 4096)):
+        assert (config.variant, config.power_a, config.random_non_queries) == (
+            "zoology",
+            0.01,
+            True,
+        )
         spec = mqar.spec(config)
         assert spec.vocab_size == config.vocab_size == spec.num_outputs
         assert spec.metric == "accuracy"
         assert spec.baseline == pytest.approx(1 / values)
-    for length, num_pairs in full.settings:
-        config = _config(mqar, vocab_size=8192, length=length, num_pairs=num_pairs)
-        b = mqar.batch(config, 0, "train", 0, 2)
-        assert b.inputs.shape == (2, length) and b.loss_mask.sum() == 2 * num_pairs
+    for variant in mqar.VARIANTS:
+        for length, num_pairs in full.settings:
+            config = _config(
+                mqar, vocab_size=8192, length=length, num_pairs=num_pairs, variant=variant
+            )
+            b = mqar.batch(config, 0, "train", 0, 2)
+            assert b.inputs.shape == (2, length) and b.loss_mask.sum() == 2 * num_pairs
+
+
+def test_mqar_gap_probabilities():
+    p = mqar.gap_probabilities(100)
+    assert p.shape == (100,) and p.dtype == np.float64
+    assert p.sum() == pytest.approx(1.0) and np.all(np.diff(p) < 0)
+    assert p[0] / p[9] == pytest.approx(10**0.99)
+    np.testing.assert_allclose(mqar.gap_probabilities(7, 1.0), np.full(7, 1 / 7))
+    with pytest.raises(ValueError, match="num_slots"):
+        mqar.gap_probabilities(0)
 
 
 @pytest.mark.parametrize(
     "overrides,match",
     [
         ({"num_pairs": 0}, r"config\.num_pairs"),
-        ({"length": 11, "num_pairs": 4}, r"config\.length must be at least 12"),
+        ({"length": 15, "num_pairs": 4}, r"config\.length must be at least 16"),
+        (
+            {"length": 11, "num_pairs": 4, "variant": "uniform"},
+            r"config\.length must be at least 12",
+        ),
         ({"vocab_size": 8, "num_pairs": 4}, r"config\.num_pairs must be at most 3"),
         ({"vocab_size": 0}, r"config\.vocab_size"),
         ({"length": "64"}, r"config\.length"),
+        ({"variant": "zoo"}, r"config\.variant"),
+        ({"power_a": 0.0}, r"config\.power_a"),
+        ({"power_a": -0.5}, r"config\.power_a"),
+        ({"power_a": math.inf}, r"config\.power_a"),
+        ({"power_a": True}, r"config\.power_a"),
+        ({"power_a": "0.01"}, r"config\.power_a"),
+        ({"random_non_queries": 1}, r"config\.random_non_queries"),
     ],
 )
 def test_mqar_bad_config(overrides, match):

@@ -15,6 +15,20 @@ Metric ``"accuracy"`` at the last position; chance is ``1/15``. Models train at 
 and are evaluated at each of ``config.test_lengths``: :func:`batch` always generates
 ``config.length``, so to evaluate at another length override that field (e.g. on a copy of the
 config, or with :func:`at_length`).
+
+Source: the synthetic "induction head" task of D. Fu, T. Dao et al. 2023, "Hungry Hungry Hippos:
+Towards Language Modeling with State Space Models" (ICLR 2023), §3.1, named after the attention
+circuit of C. Olsson et al. 2022, "In-context Learning and Induction Heads"; the setting here is
+that of A. Gu & T. Dao 2023, "Mamba" (arXiv:2312.00752), §4.1.2 and Appendix E.1: vocabulary 16,
+train at length 256, test at every power of two from 2^6 to 2^20, 2-layer models. The rule is the
+papers': after the special token appears a second time, predict the token that followed its
+first appearance.
+
+Deliberate differences: the papers fix the rule, not every detail of the sampler; the choices
+here are that the trigger is token ``0`` and occurs nowhere else, that its first position is
+uniform over ``0 .. L-3`` and that the other tokens are uniform over the 15 ordinary ones. The
+small setting (train at 128, test 64 … 4096) is this suite's, for a CPU; sequences are drawn
+afresh at every ``(seed, split, step)``.
 """
 
 from __future__ import annotations

@@ -56,6 +56,29 @@ small lengths and 16.2% at the full lengths (LRA's data: ≈ 17%). MIN pulls val
 to 9; the lower median tips the balance to 0 (with the upper median, 9 is the majority).
 ``spec`` gives 0.162 when ``max_length > 500`` and 0.152 otherwise; for other sampler settings
 measure it with :func:`majority_share`.
+
+Source: N. Nangia & S. Bowman 2018, "ListOps: A Diagnostic Dataset for Latent Tree Learning"
+(NAACL Student Research Workshop 2018; the four operators and the bracketed syntax), at the
+lengths of the Long Range Arena: Y. Tay et al. 2021, "Long Range Arena: A Benchmark for Efficient
+Transformers" (ICLR 2021), §2.2.1 ("Long ListOps": sequences of up to 2K tokens, 10 classes,
+96k / 2k / 2k examples). The full configuration has LRA's lengths (more than 500 and fewer than
+2000 tokens, padded to 2048) and split sizes.
+
+Deliberate differences from LRA's released data (its generator draws each node at depth below 10
+as an operator with probability 0.25 and a digit otherwise, with 2..10 arguments, keeps the trees
+whose length falls in the range and drops duplicates):
+
+- **MED for an even number of arguments**: LRA evaluates ``int(numpy.median(args))``, the mean of
+  the two middle values rounded down (``[MED 2 9 ]`` is 5); this module takes the lower median
+  (``[MED 2 9 ]`` is 2). Labels of expressions with an even-arity ``MED`` can differ from LRA's;
+  the rule is kept so that earlier results stay reproducible;
+- the length-exact sampler above instead of rejection sampling, with at most ``max_args = 5``
+  arguments (LRA: 10), so the distribution of tree shapes and the depth differ (the depth here may
+  exceed LRA's 10 at the full lengths);
+- no check for duplicate expressions across or within splits (at these lengths a repeat is
+  vanishingly unlikely); the small configuration (51..499 tokens, 20k / 1k / 1k) is this suite's;
+- the brackets of LRA's text files (``(`` ``)``, removed by its input pipeline) never appear, and
+  the vocabulary is the 16 ids above rather than LRA's tokenizer over the text.
 """
 
 from __future__ import annotations

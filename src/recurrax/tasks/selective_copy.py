@@ -15,6 +15,24 @@ and do not count). Targets use the input ids (``num_outputs = 16``).
 Metric ``"accuracy"`` over the masked (marker) positions; chance is ``1/14``. Unlike the copy memory
 task the data positions vary, so a time-invariant (convolutional) model cannot solve it by a fixed
 lag. The published full setting trains 2 layers with d = 64 (``full_config().model_hint``).
+
+Source: A. Gu & T. Dao 2023, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces"
+(arXiv:2312.00752), §3.1 (the task's motivation), §4.1.1 and Appendix E.1 (the setting:
+sequences of length 4096, a vocabulary of 16 tokens counting the noise token, 16 data tokens to
+memorise, 2-layer models of width 64), building on the copying task of Arjovsky et al. 2016
+(:mod:`recurrax.tasks.copy_memory`) with the data positions randomised.
+
+Deliberate differences:
+
+- ``config.length`` is the *total* length ``T = L + 2M`` (noise, data and markers together), so
+  the full setting has 4096 steps in all; if the paper's 4096 counts the field without the
+  markers, the sequences here are 16 steps (0.4%) shorter;
+- the token ids (noise ``0``, marker ``1``, data ``2..15``: 14 data values) are this module's; the
+  paper specifies only the vocabulary size and the one noise token, so the number of data values
+  (14 here) may differ by one from other generators with 16 tokens;
+- the small setting (T = 256, M = 8) is this suite's, for a CPU; fresh sequences are drawn at
+  every ``(seed, split, step)``, and the training length (steps, batch) is set by the experiment,
+  not fixed here.
 """
 
 from __future__ import annotations

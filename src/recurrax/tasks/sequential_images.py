@@ -37,6 +37,24 @@ remainder of an epoch is dropped); the shuffle is ``batch_rng(seed, "train", epo
 ``step·B, …, step·B + B − 1`` in file order, modulo ``N`` (the seed is not used): to score every
 example once, run ``ceil(N / B)`` steps and keep the first ``N`` predictions
 (:func:`mnist1d_num_examples`, :func:`fashion_num_examples` give ``N``).
+
+Sources and deliberate differences:
+
+- **mnist1d**: S. Greydanus 2020, "Scaling down Deep Learning" (arXiv:2011.14439): the data set
+  and its standard split (4000 train / 1000 test, 40 steps). Differences: the valid split is the
+  last ``valid_size`` (400) of the 4000 training examples, so models train on 3600, not 4000; the
+  data are regenerated offline by the package's ``make_dataset`` from the default arguments (the
+  published procedure) instead of read from the released file, and are not checked here to be
+  identical to it byte for byte.
+- **seq_fashion_mnist**: the protocol is sequential (and permuted) MNIST of Le, Jaitly & Hinton
+  2015, §4.2, one pixel per step in raster order (784 steps), a fixed random permutation for the
+  permuted variant, applied to the Fashion-MNIST images of Xiao, Rasul & Vollgraf 2017. Fashion-
+  MNIST is harder than MNIST, so accuracies are not comparable with published sequential-MNIST
+  numbers. Further differences: the small setting trains on the first 10k of the 60k training
+  images and tests on the first 2k of the 10k test images; the full setting keeps the last 5k
+  training images for validation (training on 55k) and pads the images to 32×32, so its
+  sequences have 1024 steps instead of 784; the permutation is the one drawn from
+  ``permutation_seed`` (the published permutation is not specified).
 """
 
 from __future__ import annotations

@@ -35,6 +35,25 @@ permutation is applied after the ones before it, ``s_t[j] = p_t[s_{t-1}[j]]``
 (:data:`COMPOSE` ``[a, b]`` is the id of ``a ∘ b``). ``loss_mask`` marks the real steps; targets
 past the length are 0. Metric ``"accuracy"`` per real step; chance is 1/120 (the running product
 of uniform permutations is uniform).
+
+Sources and deliberate differences:
+
+- **parity**: G. Delétang et al. 2023, "Neural Networks and the Chomsky Hierarchy" (ICLR 2023),
+  the "Parity Check" task (a regular language): a binary string, its parity as the
+  answer, training on lengths uniform in 1..40 and testing on the unseen lengths 41..500. Here the
+  training range is the same; the test range is 41..256 (small) or 41..1000 (full) instead of
+  41..500, and the test lengths are drawn at random per example (the paper averages accuracy over
+  each test length). The padding token ``2`` and ``lengths`` are this library's way of batching
+  different lengths; fresh strings are drawn at every ``(seed, split, step)``.
+- **s5_word**: W. Merrill, J. Petty & A. Sabharwal 2024, "The Illusion of State in State-Space
+  Models" (ICML 2024): the word problem of S5, labelled at every position with the product of the
+  prefix read so far. The paper studies how many layers a model needs at a given sequence length;
+  the split by length (train 1..40, test beyond) is this suite's, borrowed from the parity
+  protocol. Write-ups differ in the order of the product (newest permutation applied last or
+  first); here it is applied last, ``s_t = p_t ∘ s_{t-1}`` (composition right to left). The other
+  order, ``r_t = p_1 ∘ … ∘ p_t``, is this one with every input and every label replaced by its
+  inverse (``r_t`` of the inverses is ``s_t ** -1``), a fixed relabelling: the same difficulty,
+  different label ids.
 """
 
 from __future__ import annotations
