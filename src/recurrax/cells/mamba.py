@@ -72,6 +72,7 @@ def mamba(
     dt_min: float = 0.001,
     dt_max: float = 0.1,
     dt_init_floor: float = 1e-4,
+    negative_transitions: bool = False,
     param_dtype=jnp.float32,
 ) -> Cell:
     r"""Mamba block with a selective state space (Gu & Dao 2023, "Mamba: Linear-Time Sequence
@@ -104,6 +105,25 @@ def mamba(
     :math:`A < 0`, every decay :math:`\bar A_t \in (0, 1)`: the state is stable by construction.
     :math:`\Delta_t`, :math:`B_t` and :math:`C_t` depend on the input, which is what makes the
     SSM *selective*.
+
+    ``negative_transitions=True`` extends the range of every decay from :math:`(0, 1)` to
+    :math:`(-1, 1)`, as Grazzi et al. 2024 ("Unlocking State-Tracking in Linear RNNs Through
+    Negative Eigenvalues", ICLR 2025) do for Mamba:
+
+    .. math::
+
+        h_t = \big(2 \exp(\Delta_t \otimes A) - 1\big) \odot h_{t-1}
+              + (\Delta_t \odot v_t) \otimes B_t
+
+    (computed as :math:`1 + 2\,\mathrm{expm1}(\Delta_t \otimes A)`, exact near 1). With decays
+    restricted to :math:`[0, 1]` a diagonal linear recurrence cannot solve parity; with
+    :math:`[-1, 1]` it can (a decay near :math:`-1` flips the sign of the state). Everything else
+    (the input term, the readout, the params and their initialisation) is unchanged, and the
+    state stays bounded (:math:`|\bar A_t| < 1`). The fused selective scan needs the decay to be
+    :math:`\exp(\Delta_t A)`, which :math:`2 \exp(\Delta_t A) - 1` is not, so such a cell has no
+    ``selective`` form (``cell.selective is None``): its methods are ``"step"`` and the linear
+    scan's (``"sequential"``, ``"associative"``, ``"chunked"``, ``"auto"``, the default), which
+    store ``(T, E·N)`` states. The default ``False`` is the original block, number for number.
 
     Methods of :func:`recurrax.unroll`:
 
@@ -151,9 +171,9 @@ def mamba(
     like ``W_x`` in the reference training setup), and weight decay on it only pulls Δ towards the
     bias's time scales. ``D`` is a skip term, not part of the recurrence.
 
-    ``recurrent_matrices`` returns ``{"A_bar": diag(exp(softplus(dt_bias) ⊗ A))}`` ``(E*N, E*N)``:
-    the transition at the time step the bias alone gives (``δ_t = 0``); the actual transition
-    varies with the input.
+    ``recurrent_matrices`` returns ``{"A_bar": diag(exp(softplus(dt_bias) ⊗ A))}`` ``(E*N, E*N)``
+    (``2 exp(·) - 1`` with ``negative_transitions=True``): the transition at the time step the
+    bias alone gives (``δ_t = 0``); the actual transition varies with the input.
 
     Deviations from the reference block: the paper's layer also has a normalisation and a residual
     connection around the block; those belong to the layer stacking this cell, not to the cell.
@@ -168,6 +188,13 @@ def mamba(
         >>> carry, ys = recurrax.unroll(cell, params, xs)  # the fused selective scan
         >>> ys.shape, carry.h.shape, carry.conv.shape
         ((2, 5, 8), (2, 16, 4), (2, 3, 16))
+        >>> signed = recurrax.mamba(8, d_state=4, negative_transitions=True)  # decays in (-1, 1)
+        >>> signed.selective is None                      # no fused selective scan
+        True
+        >>> carry, ys_signed = recurrax.unroll(signed, params, xs)   # the linear scan ("auto")
+        >>> _, ys_step = recurrax.unroll(signed, params, xs, method="step")
+        >>> bool(jnp.allclose(ys_signed, ys_step, atol=1e-5)), bool(jnp.allclose(ys_signed, ys))
+        (True, False)
     """
     check_positive_int("features", features)
     check_positive_int("d_state", d_state)
@@ -184,6 +211,8 @@ def mamba(
         raise ValueError(f"dt_init_floor must be a non-negative float; got {dt_init_floor!r}")
     if dt_init_floor < 0:
         raise ValueError(f"dt_init_floor must be a non-negative float; got {dt_init_floor!r}")
+    if not isinstance(negative_transitions, bool):
+        raise TypeError(f"negative_transitions must be a bool; got {negative_transitions!r}")
 
     Dm, E, N, K, R = features, expand * features, d_state, d_conv, dt_rank
 
@@ -249,10 +278,17 @@ def mamba(
         """``A (E, N) < 0``."""
         return -jnp.exp(p["A_log"])
 
+    def transition(dt_A):
+        """The decay from ``Δ ⊗ A <= 0``: ``exp(Δ A)`` in (0, 1], or ``2 exp(Δ A) - 1`` in
+        (-1, 1] with ``negative_transitions`` (as ``1 + 2 expm1``, exact near 1)."""
+        if negative_transitions:
+            return 1.0 + 2.0 * jnp.expm1(dt_A)
+        return jnp.exp(dt_A)
+
     def select(p, v):
         """``v (E,) -> (a (E, N), b (E, N), C (N,))``: the discretised, input-dependent SSM."""
         dt, B, C = selection(p, v)
-        a = jnp.exp(dt[:, None] * decay_rates(p))  # zero-order hold: in (0, 1)
+        a = transition(dt[:, None] * decay_rates(p))  # zero-order hold (and the signed map)
         b = (dt * v)[:, None] * B[None, :]  # simplified Euler step for B
         return a, b, C
 
@@ -407,7 +443,7 @@ def mamba(
     def recurrent_matrices(params):
         A = -jnp.exp(params["A_log"])
         dt = jax.nn.softplus(params["dt_bias"])
-        return {"A_bar": jnp.diag(jnp.exp(dt[:, None] * A).reshape(E * N))}
+        return {"A_bar": jnp.diag(transition(dt[:, None] * A).reshape(E * N))}
 
     return Cell(
         name="mamba",
@@ -420,7 +456,10 @@ def mamba(
         param_count=param_count,
         recurrent_matrices=recurrent_matrices,
         linear=LinearForm(prepare=prepare, finish=finish, state=state),
-        selective=SelectiveForm(
+        # The fused selective scan runs exp(Δ A) only: a signed decay takes the linear scan.
+        selective=None
+        if negative_transitions
+        else SelectiveForm(
             prepare=prepare_selective, finish=finish_selective, state=selective_state
         ),
         recurrence_params=("A_log", "dt_bias"),

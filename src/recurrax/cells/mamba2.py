@@ -70,6 +70,7 @@ def mamba2(
     dt_max: float = 0.1,
     dt_init_floor: float = 1e-4,
     A_init_range: tuple[float, float] = (1, 16),
+    negative_transitions: bool = False,
     param_dtype=jnp.float32,
 ) -> Cell:
     r"""Mamba-2 block (Dao & Gu 2024, "Transformers are SSMs: Generalized Models and Efficient
@@ -146,6 +147,17 @@ def mamba2(
     outputs from the state space's outputs. There is no ``linear`` form, which would store a
     ``(T, E*N)`` array.
 
+    ``negative_transitions=True`` maps each head's decay :math:`e^{\Delta_{t,h} A_h} \in (0, 1)` to
+    :math:`2 e^{\Delta_{t,h} A_h} - 1 \in (-1, 1)` (computed as :math:`1 + 2\,\mathrm{expm1}`),
+    the parameterisation of Grazzi et al. 2024 ("Unlocking State-Tracking in Linear RNNs Through
+    Negative Eigenvalues", ICLR 2025): with decays in :math:`[0, 1]` a diagonal linear recurrence
+    cannot solve parity, with decays reaching :math:`-1` it can. Both the fused selective scan and
+    the state-space-dual chunks assume the decay :math:`e^{\Delta A}` (the chunks work with its
+    logarithm, which a negative decay does not have), so such a cell has no ``selective`` form
+    (``cell.selective is None``) and runs by its step alone (``method="step"``, a ``lax.scan``
+    over time; slower than the default paths, same numbers otherwise). ``recurrent_matrices``
+    maps its decays the same way. The default ``False`` is the block above, number for number.
+
     Deviations from the reference block: the normalisation and residual connection around the
     block belong to the layer stacking this cell; the input and output projections are initialised
     lecun normal, like :func:`recurrax.cells.mamba.mamba` (the reference uses PyTorch's
@@ -162,6 +174,11 @@ def mamba2(
         >>> carry, ys = recurrax.unroll(cell, params, xs)
         >>> ys.shape, carry.h.shape, carry.conv.shape
         ((2, 5, 8), (2, 2, 8, 4), (2, 3, 24))
+        >>> signed = recurrax.mamba2(8, d_state=4, headdim=8, negative_transitions=True)
+        >>> recurrax.paths.methods(signed)                 # decays 2 exp(ΔA) - 1: the step only
+        ('step',)
+        >>> recurrax.unroll(signed, params, xs)[1].shape
+        (2, 5, 8)
     """
     check_positive_int("features", features)
     check_positive_int("d_state", d_state)
@@ -195,6 +212,9 @@ def mamba2(
         raise ValueError(
             f"A_init_range must be a pair (low, high) with 0 < low <= high; got {A_init_range!r}"
         )
+
+    if not isinstance(negative_transitions, bool):
+        raise TypeError(f"negative_transitions must be a bool; got {negative_transitions!r}")
 
     J = H // G  # heads per group
     GN = G * N
@@ -252,6 +272,13 @@ def mamba2(
         """``A (H,) < 0``."""
         return -jnp.exp(p["A_log"])
 
+    def transition(dt_A):
+        """The decay from ``Δ A <= 0``: ``exp(Δ A)``, or ``2 exp(Δ A) - 1`` with
+        ``negative_transitions`` (as ``1 + 2 expm1``, exact near 1)."""
+        if negative_transitions:
+            return 1.0 + 2.0 * jnp.expm1(dt_A)
+        return jnp.exp(dt_A)
+
     def gated_norm(p, y, v, z):
         """State space outputs ``y (T, E)`` -> the out-projection's inputs ``(T, E)``: skip,
         gate, normalisation."""
@@ -269,7 +296,7 @@ def mamba2(
         vbc = convolve(p, window)
         v, B, C = vbc[:E], vbc[E : E + GN].reshape(G, N), vbc[E + GN :].reshape(G, N)
         dt = step_size(p, delta)[0]  # (H,)
-        decay = jnp.exp(dt * decay_rate(p))  # (H,) in (0, 1)
+        decay = transition(dt * decay_rate(p))  # (H,) in (0, 1), or (-1, 1) if signed
         inject = (dt.reshape(G, J)[:, :, None] * v.reshape(G, J, P))[..., None] * B[:, None, None]
         h = decay[:, None, None] * carry.h + inject.reshape(H, P, N)
         y = jnp.einsum("gjpn,gn->gjp", h.reshape(G, J, P, N), C).reshape(1, E)
@@ -322,7 +349,7 @@ def mamba2(
     def recurrent_matrices(params):
         A = -jnp.exp(params["A_log"])
         dt = jax.nn.softplus(params["dt_bias"])
-        return {"A_bar": jnp.diag(jnp.exp(dt * A))}
+        return {"A_bar": jnp.diag(transition(dt * A))}
 
     return Cell(
         name="mamba2",
@@ -335,5 +362,8 @@ def mamba2(
         param_count=param_count,
         recurrent_matrices=recurrent_matrices,
         recurrence_params=("A_log", "dt_bias"),
-        selective=SelectiveForm(prepare=prepare, finish=finish, state=state, heads=H),
+        # Both selective kernels run exp(Δ A) only: a signed decay takes the step path.
+        selective=None
+        if negative_transitions
+        else SelectiveForm(prepare=prepare, finish=finish, state=state, heads=H),
     )

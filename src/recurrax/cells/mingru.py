@@ -10,6 +10,11 @@ so they run in parallel over time. Each comes in two forms:
   candidate goes through :math:`g(v) = v + 1/2` for :math:`v \ge 0`, :math:`\sigma(v)` for
   :math:`v < 0`, so that :math:`\tilde h_t > 0` and :math:`h_t > 0`, and the recurrence is solved on
   :math:`\log h_t` (products of many gates never underflow).
+
+``negative_transitions=True`` (ordinary arithmetic only) maps each decay :math:`a_t \in (0, 1)` to
+:math:`2 a_t - 1 \in (-1, 1)`, after Grazzi et al. 2024 ("Unlocking State-Tracking in Linear RNNs
+Through Negative Eigenvalues"): a diagonal linear recurrence whose decays lie in :math:`[0, 1]`
+cannot solve parity, one whose decays reach :math:`-1` can.
 """
 
 from __future__ import annotations
@@ -62,10 +67,16 @@ def _mingru_coefficients(params, x):
     return _dense(params, "z", x), _dense(params, "h", x)
 
 
-def _mingru_ordinary(params, x, candidate):
+def _decay(s: Array, signed: bool) -> Array:
+    """The decay ``σ(-s)`` in (0, 1), or with ``signed`` the decay ``2σ(-s) - 1 = tanh(-s/2)`` in
+    (-1, 1) (exact at both ends, where ``2σ(-s) - 1`` would cancel)."""
+    return jnp.tanh(-0.5 * s) if signed else jax.nn.sigmoid(-s)
+
+
+def _mingru_ordinary(params, x, candidate, signed=False):
     k, h_tilde = _mingru_coefficients(params, x)
     # 1 - σ(k) = σ(-k): exact where z_t is close to 1 (1 - σ(k) would cancel).
-    return jax.nn.sigmoid(-k), jax.nn.sigmoid(k) * candidate(h_tilde)
+    return _decay(k, signed), jax.nn.sigmoid(k) * candidate(h_tilde)
 
 
 def _mingru_log(params, x):
@@ -86,9 +97,9 @@ def _minlstm_gates(params, x):
     return log_i - log_f, _dense(params, "h", x)
 
 
-def _minlstm_ordinary(params, x, candidate):
+def _minlstm_ordinary(params, x, candidate, signed=False):
     delta, h_tilde = _minlstm_gates(params, x)
-    return jax.nn.sigmoid(-delta), jax.nn.sigmoid(delta) * candidate(h_tilde)
+    return _decay(delta, signed), jax.nn.sigmoid(delta) * candidate(h_tilde)
 
 
 def _minlstm_log(params, x):
@@ -108,6 +119,7 @@ def _minimal_cell(
     blocks: str,
     hidden_size: int,
     log_space: bool,
+    negative_transitions: bool,
     param_dtype,
     ordinary: Callable,
     log_coefficients: Callable,
@@ -115,6 +127,13 @@ def _minimal_cell(
     """Builds minGRU or minLSTM from its per-step coefficient functions."""
     check_positive_int("hidden_size", hidden_size)
     _check_bool("log_space", log_space)
+    _check_bool("negative_transitions", negative_transitions)
+    if log_space and negative_transitions:
+        raise ValueError(
+            "negative_transitions=True needs log_space=False: the log-space form solves the "
+            "recurrence on log a_t and log h_t, which a negative decay a_t does not have"
+        )
+    signed = negative_transitions
     H = hidden_size
     # The candidate in the ordinary-arithmetic computations: g(h̃) in the log-space variant (so that
     # the step form computes the same recurrence as the log-space solve), h̃ otherwise.
@@ -135,7 +154,7 @@ def _minimal_cell(
             # The log-space solve takes log h: a negative state is NaN there, and NaN here too, so
             # that the two forms never silently disagree (only an initial carry can be negative).
             h = jnp.where(h >= 0, h, jnp.full_like(h, jnp.nan))
-        a, b = ordinary(params, x.astype(h.dtype), candidate)
+        a, b = ordinary(params, x.astype(h.dtype), candidate, signed)
         h_new = a * h + b
         return state_type(h_new), h_new
 
@@ -146,7 +165,7 @@ def _minimal_cell(
         if log_space:
             log_a, log_b = jax.vmap(log_coefficients, in_axes=(None, 0))(params, xs)
             return log_a, log_b, ()
-        a, b = jax.vmap(ordinary, in_axes=(None, 0, None))(params, xs, candidate)
+        a, b = jax.vmap(ordinary, in_axes=(None, 0, None, None))(params, xs, candidate, signed)
         return a, b, ()
 
     def finish(params, hs, aux):
@@ -176,7 +195,13 @@ def _minimal_cell(
     )
 
 
-def mingru(hidden_size: int, *, log_space: bool = False, param_dtype=jnp.float32) -> Cell:
+def mingru(
+    hidden_size: int,
+    *,
+    log_space: bool = False,
+    negative_transitions: bool = False,
+    param_dtype=jnp.float32,
+) -> Cell:
     r"""minGRU cell (Feng et al. 2024): a GRU whose gate and candidate see only the input.
 
     .. math::
@@ -201,6 +226,25 @@ def mingru(hidden_size: int, *, log_space: bool = False, param_dtype=jnp.float32
 
     Equivalence: ``log_space=True`` equals ``log_space=False`` with ``b_h + 0.5`` wherever the
     candidate :math:`x_t W_h + b_h` is non-negative (there :math:`g(v) = v + 0.5`).
+
+    ``negative_transitions=True`` maps the decay :math:`1 - z_t \in (0, 1)` to
+    :math:`2(1 - z_t) - 1 = 1 - 2 z_t \in (-1, 1)`, as Grazzi et al. 2024 ("Unlocking
+    State-Tracking in Linear RNNs Through Negative Eigenvalues", ICLR 2025) do for Mamba and
+    DeltaNet; the input term is unchanged:
+
+    .. math::
+
+        h_t = (1 - 2 z_t) \odot h_{t-1} + z_t \odot \tilde h_t
+            = \tanh(-k_t / 2) \odot h_{t-1} + z_t \odot \tilde h_t.
+
+    With decays in :math:`[0, 1]` a diagonal linear recurrence cannot solve parity; a decay near
+    :math:`-1` (:math:`z_t` near 1) flips the sign of the state, which lets it. The decay is
+    computed as :math:`\tanh(-k_t/2)`, exact at both ends. :math:`h_t` is then no longer an
+    interpolation between :math:`h_{t-1}` and :math:`\tilde h_t`, but it stays bounded
+    (:math:`|1 - 2 z_t| < 1`). Every parallel method (the ordinary-space linear scan) still
+    applies; the log-space form cannot hold a negative decay, so ``log_space=True`` together with
+    ``negative_transitions=True`` raises a ``ValueError``. The default ``False`` is the paper's
+    cell, number for number.
 
     Params (D = input size, H = ``hidden_size``)::
 
@@ -227,6 +271,11 @@ def mingru(hidden_size: int, *, log_space: bool = False, param_dtype=jnp.float32
         >>> _, ys_step = recurrax.unroll(cell, params, xs, method="step")   # ordinary arithmetic
         >>> bool(jnp.allclose(ys, ys_step, atol=1e-5))
         True
+        >>> signed = recurrax.mingru(16, negative_transitions=True)   # decays 1 - 2 z_t
+        >>> _, ys = recurrax.unroll(signed, params, xs, method="associative")
+        >>> _, ys_step = recurrax.unroll(signed, params, xs, method="step")
+        >>> bool(jnp.allclose(ys, ys_step, atol=1e-5))
+        True
     """
     return _minimal_cell(
         "mingru",
@@ -234,13 +283,20 @@ def mingru(hidden_size: int, *, log_space: bool = False, param_dtype=jnp.float32
         "zh",
         hidden_size,
         log_space,
+        negative_transitions,
         param_dtype,
         _mingru_ordinary,
         _mingru_log,
     )
 
 
-def minlstm(hidden_size: int, *, log_space: bool = False, param_dtype=jnp.float32) -> Cell:
+def minlstm(
+    hidden_size: int,
+    *,
+    log_space: bool = False,
+    negative_transitions: bool = False,
+    param_dtype=jnp.float32,
+) -> Cell:
     r"""minLSTM cell (Feng et al. 2024): an LSTM reduced to normalised input-only gates.
 
     .. math::
@@ -262,6 +318,21 @@ def minlstm(hidden_size: int, *, log_space: bool = False, param_dtype=jnp.float3
     parallel form solves on :math:`\log h_t` from :math:`\log f'_t = -\mathrm{softplus}(\delta_t)`,
     :math:`\log i'_t = -\mathrm{softplus}(-\delta_t)`, and the **initial carry must be** ``>= 0``
     (a negative entry gives NaN in every method; see :func:`mingru`).
+
+    ``negative_transitions=True`` maps the decay :math:`f'_t \in (0, 1)` to
+    :math:`2 f'_t - 1 = \tanh(-\delta_t / 2) \in (-1, 1)` (Grazzi et al. 2024, "Unlocking
+    State-Tracking in Linear RNNs Through Negative Eigenvalues"; see :func:`mingru`), leaving the
+    input term :math:`i'_t \odot \tilde h_t` unchanged:
+
+    .. math::
+
+        h_t = (2 f'_t - 1) \odot h_{t-1} + i'_t \odot \tilde h_t.
+
+    A decay near :math:`-1` flips the sign of the state (what parity needs). The state is then no
+    longer a convex combination (it stays bounded, :math:`|2 f'_t - 1| < 1`, but may leave the
+    range of the candidates). It is computed in ordinary arithmetic by every method;
+    ``log_space=True`` with ``negative_transitions=True`` raises a ``ValueError``. The default
+    ``False`` is the paper's cell, number for number.
 
     Params (D = input size, H = ``hidden_size``)::
 
@@ -287,6 +358,11 @@ def minlstm(hidden_size: int, *, log_space: bool = False, param_dtype=jnp.float3
         >>> carry, ys = recurrax.unroll(cell, params, xs, lengths=lengths, reverse=True)
         >>> ys.shape, carry.h.shape, bool(jnp.allclose(carry.h, ys[:, 0]))  # step 0 runs last
         ((2, 5, 16), (2, 16), True)
+        >>> signed = recurrax.minlstm(16, negative_transitions=True)  # decays 2 f'_t - 1
+        >>> _, ys_signed = recurrax.unroll(signed, params, xs, method="chunked", chunk_size=2)
+        >>> _, ys_step = recurrax.unroll(signed, params, xs, method="step")
+        >>> bool(jnp.allclose(ys_signed, ys_step, atol=1e-5))
+        True
     """
     return _minimal_cell(
         "minlstm",
@@ -294,6 +370,7 @@ def minlstm(hidden_size: int, *, log_space: bool = False, param_dtype=jnp.float3
         "fih",
         hidden_size,
         log_space,
+        negative_transitions,
         param_dtype,
         _minlstm_ordinary,
         _minlstm_log,

@@ -62,6 +62,7 @@ def rglru(
     c: float = 8.0,
     a_min: float = 0.9,
     a_max: float = 0.999,
+    negative_transitions: bool = False,
     param_dtype=jnp.float32,
 ) -> Cell:
     r"""RG-LRU cell: the Real-Gated Linear Recurrent Unit of Griffin (De et al. 2024).
@@ -88,6 +89,27 @@ def rglru(
     :math:`\sigma(\Lambda)^c` (the decay with the gate fully open) is uniform in
     ``[a_min, a_max]``.
 
+    ``negative_transitions=True`` maps the decay :math:`a_t \in (0, 1]` to
+    :math:`\tilde a_t = 2 a_t - 1 \in (-1, 1]`, after Grazzi et al. 2024 ("Unlocking
+    State-Tracking in Linear RNNs Through Negative Eigenvalues", ICLR 2025), and normalises the
+    input by the new decay:
+
+    .. math::
+
+        h_t = \tilde a_t \odot h_{t-1} + \sqrt{1 - \tilde a_t^2} \odot (i_t \odot x_t),
+        \qquad \sqrt{1 - \tilde a_t^2} = 2 \sqrt{a_t (1 - a_t)},
+
+    with :math:`\tilde a_t = 1 + 2\,\mathrm{expm1}(\log a_t)` and
+    :math:`1 - a_t = -\mathrm{expm1}(\log a_t)`, exact near both ends. With decays in
+    :math:`[0, 1]` a diagonal linear recurrence cannot solve parity; a decay near :math:`-1`
+    flips the sign of the state, which lets it. The normaliser keeps its role (for a constant
+    decay of either sign it makes the state's stationary variance that of :math:`i_t \odot x_t`),
+    and its square root has the same bounded derivative. The range at initialisation becomes
+    :math:`2\sigma(\Lambda)^c - 1 \in [2 a_{min} - 1, 2 a_{max} - 1]` with the gate fully open
+    (a decay below 0 needs :math:`\sigma(\Lambda)^{c r_t} < 1/2`: learnt, or ``a_min < 0.5``).
+    Every method (the linear scan and the step) applies unchanged. The default ``False`` is the
+    cell above, number for number.
+
     Deviations from the paper (and from Griffin's released code): the gate kernels are dense
     ``(D, D)`` matrices, where Griffin uses block-diagonal ones (one block per head; a dense
     matrix contains that as a special case). Griffin's code also skips the normaliser (uses 1)
@@ -105,13 +127,15 @@ def rglru(
     Parameter count: ``2D*(D+1) + D``. There are no recurrent matrices and each gate has one bias,
     so ``biases="one"`` and ``biases="two"`` give the same count. ``recurrent_matrices`` returns
     ``{"a": diag(σ(Λ)^c)}``, the recurrence weight with the gate fully open (``r_t = 1``, the
-    strongest decay); with the gate closed (``r_t = 0``) it is the identity.
+    strongest decay; ``2σ(Λ)^c - 1`` with ``negative_transitions=True``); with the gate closed
+    (``r_t = 0``) it is the identity.
 
     Args:
       features: D, the size of the input, the state and the output.
       c: the constant :math:`c > 0` scaling the gate in the exponent (8 in the paper).
       a_min, a_max: the range ``0 < a_min <= a_max < 1`` of :math:`\sigma(\Lambda)^c` at
         initialisation (0.9 and 0.999 in the paper).
+      negative_transitions: map every decay :math:`a_t` to :math:`2 a_t - 1` (see above).
       param_dtype: the dtype of the params.
 
     Shapes: :func:`recurrax.unroll` maps inputs ``(B, T, D)`` to outputs ``(B, T, D)`` and a
@@ -126,6 +150,12 @@ def rglru(
         ((2, 5, 8), (2, 8))
         >>> bool(jnp.allclose(ys[:, -1], carry.h))      # y_t = h_t
         True
+        >>> signed = recurrax.rglru(8, a_min=0.1, a_max=0.9, negative_transitions=True)
+        >>> params = signed.init(jax.random.key(0), 8)    # decays 2a - 1 in [-0.8, 0.8] at r = 1
+        >>> _, ys = recurrax.unroll(signed, params, xs, method="associative")
+        >>> _, ys_step = recurrax.unroll(signed, params, xs, method="step")
+        >>> bool(jnp.allclose(ys, ys_step, atol=1e-5))
+        True
     """
     check_positive_int("features", features)
     _check_float("c", c, 0.0, math.inf, low_open=True, high_open=True)
@@ -133,6 +163,8 @@ def rglru(
     _check_float("a_max", a_max, 0.0, 1.0, low_open=True, high_open=True)
     if a_min > a_max:
         raise ValueError(f"a_min must be <= a_max; got a_min={a_min!r}, a_max={a_max!r}")
+    if not isinstance(negative_transitions, bool):
+        raise TypeError(f"negative_transitions must be a bool; got {negative_transitions!r}")
     D = features
 
     def init(key, input_size):
@@ -159,6 +191,11 @@ def rglru(
         # log σ(Λ) = -softplus(-Λ): no overflow for either sign of Λ, and a_t = exp(log a_t) is
         # never above 1.
         log_a = -c * r * jax.nn.softplus(-params["Lambda"])
+        if negative_transitions:
+            # ã = 2a - 1 and 1 - ã² = (1 - ã)(1 + ã) = 4a(1 - a), with 1 - a = -expm1(log a).
+            a = jnp.exp(log_a)
+            normaliser = sqrt_bounded_derivative(4.0 * a * -jnp.expm1(log_a))
+            return 1.0 + 2.0 * jnp.expm1(log_a), normaliser * (i * x)
         normaliser = sqrt_bounded_derivative(-jnp.expm1(2.0 * log_a))
         return jnp.exp(log_a), normaliser * (i * x)
 
@@ -184,7 +221,9 @@ def rglru(
         return 2 * D * (D + 1) + D
 
     def recurrent_matrices(params):
-        return {"a": jnp.diag(jnp.exp(-c * jax.nn.softplus(-params["Lambda"])))}
+        log_a = -c * jax.nn.softplus(-params["Lambda"])
+        a = 1.0 + 2.0 * jnp.expm1(log_a) if negative_transitions else jnp.exp(log_a)
+        return {"a": jnp.diag(a)}
 
     return Cell(
         name="rglru",
