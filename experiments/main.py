@@ -10,6 +10,7 @@ For a multi-host run, give every process the same ``--coordinator_address`` and
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -27,6 +28,53 @@ flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-
 flags.DEFINE_integer("num_processes", None, "number of processes (multi-host runs)")
 flags.DEFINE_integer("process_id", None, "this process's index (multi-host runs)")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _load_config_file(value: str):
+    """The config that ``--config=<file>[:<arg>]`` names, loaded as ``config_flags`` loads it."""
+    path, _, arg = value.partition(":")
+    spec = importlib.util.spec_from_file_location("_config_file", path)
+    if spec is None or spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def override_error(argv) -> str | None:
+    """A one-line message for the first ``--config.<field>=...`` that names no field of the config
+    given by ``--config=...`` (``None`` when every override names a field)."""
+    from recurrax.run import unknown_field
+
+    config_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    overrides = [a[len("--config.") :].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    if config_arg is None or not overrides:
+        return None
+    try:
+        config = _load_config_file(config_arg)
+    except Exception as error:  # the flag parser reports a bad config file itself
+        return f"--config={config_arg}: {type(error).__name__}: {error}"
+    if config is None:
+        return None
+    for path in overrides:
+        message = unknown_field(config, path)
+        if message is not None:
+            return message
+    return None
+
+
+def parse_flags(argv):
+    """Parses the flags; a bad ``--config`` or ``--config.*`` flag ends in one line on stderr."""
+    message = override_error(argv)
+    if message is None:
+        try:
+            return FLAGS(argv)
+        except flags.Error as error:
+            message = str(error)
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            message = f"bad config flag: {type(error).__name__}: {error}"
+    print(f"{Path(argv[0]).name}: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def main(argv):
@@ -52,4 +100,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -44,13 +44,15 @@ from typing import Any
 import ml_collections
 from experiments.configs.common import make_config
 
-from recurrax.models import FAMILIES
+from recurrax.models import CLASSIC, FAMILIES, LINEAR  # noqa: F401 — CLASSIC re-exported
 
+# The family list and its classic / linear split live in recurrax.models (FAMILIES, CLASSIC, LINEAR);
+# the groups below split the linear families by how their transition depends on the input.
 SELECTIVE = ("mamba", "rglru", "mingru", "minlstm")
 """Families whose recurrence coefficients depend on the input (content-dependent selection)."""
-TIME_INVARIANT = ("lru", "s5")
+TIME_INVARIANT = tuple(f for f in LINEAR if f not in SELECTIVE)  # ("lru", "s5")
 """Linear recurrences whose transition does not depend on the input (LRU, S4D/S5)."""
-CLASSIC = ("rnn", "lstm", "gru")
+
 SUITE_NAMES = ("quick", "small", "full")
 
 

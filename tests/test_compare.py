@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from experiments import compare, suites
+from experiments import compare, runner, suites
 from experiments.compare import summary
 from experiments.suites import RunSpec, Variant, train_settings
 
@@ -61,14 +61,14 @@ def test_comparison_end_to_end_then_reuses_results(tmp_path, monkeypatch):
     def missing(config):
         return "no data here (test)" if config.task.name == "mnist1d" else None
 
-    monkeypatch.setattr(compare, "missing_data_reason", missing)
+    monkeypatch.setattr(runner, "missing_data_reason", missing)
     calls = []
 
     def counting(config, workdir, *, progress=True):
         calls.append(workdir)
         return train_and_evaluate(config, workdir, progress=progress)
 
-    monkeypatch.setattr(compare, "train_and_evaluate", counting)
+    monkeypatch.setattr(runner, "train_and_evaluate", counting)
     specs = suites.runs(_tiny_variants())
     assert [s.relpath() for s in specs] == [
         "adding-T12/rnn/seed0",
@@ -94,6 +94,8 @@ def test_comparison_end_to_end_then_reuses_results(tmp_path, monkeypatch):
 
     report = (tmp_path / "report/RESULTS.md").read_text()
     assert "| adding-T12 | mse ↓ | 0.167 |" in report
+    assert "## Settings" in report and "## Real-data tasks" in report
+    assert "| mnist1d | 0 | 1 | no data here (test) |" in report
     assert "## Expected orderings (published or predicted)" in report
     assert "## Parity: accuracy at fixed lengths (parity)" in report
     assert "## Skipped" in report and "| mnist1d | 1 | no data here (test) |" in report
@@ -411,3 +413,131 @@ def test_run_spec_directory_and_key():
     spec = RunSpec(suites.QUICK[0], "gru", 1)
     assert spec.relpath() == "adding-T100/gru/seed1"
     assert spec.key == ("adding-T100", "gru", 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Reuse by config hash, and the CSV from the runs' own records
+
+
+def _stored_record(config):
+    from recurrax.run import config_hash, resolved_config
+
+    return {
+        "config": resolved_config(config),
+        "config_hash": config_hash(config),
+        "steps": config.train.num_steps,
+    }
+
+
+def _leaves(tree, prefix=()):
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
+
+
+def _changed(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value * 2 + 1
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, tuple | list):
+        return (*value, 7)
+    if value is None:
+        return 1.0
+    if isinstance(value, dict):
+        return {"forget_bias": 2.0}
+    raise AssertionError(f"no change for {value!r}")
+
+
+def test_reuse_refuses_a_run_whose_config_differs_in_any_field():
+    import ml_collections
+
+    (spec,) = suites.runs(_tiny_variants()[:1], families=["lstm"])
+    config = spec.config()
+    record = _stored_record(config)
+    assert runner.reuse_refusal(record, config) is None  # identical: reused
+    assert runner.reuse_refusal(record, spec.config()) is None  # rebuilt the same way: reused
+    fields = list(_leaves(config.to_dict()))
+    assert len(fields) > 25
+    for path, value in fields:
+        changed = ml_collections.ConfigDict(config.to_dict())  # references resolved: plain fields
+        node = changed
+        for key in path[:-1]:
+            node = node[key]
+        new = _changed(value)
+        if isinstance(new, dict):
+            node[path[-1]] = ml_collections.ConfigDict(new)
+        else:
+            with changed.ignore_type():
+                node[path[-1]] = new
+        refusal = runner.reuse_refusal(record, changed)
+        assert refusal is not None, path
+        assert ".".join(path) in refusal, (path, refusal)
+    assert runner.reuse_refusal({"steps": 6}, config) == "the stored run has no config hash"
+    assert runner.reuse_refusal(None, config) is not None
+
+
+def test_a_stored_run_of_another_config_is_set_aside_and_trained_again(tmp_path, monkeypatch):
+    import json
+
+    (spec,) = suites.runs(_tiny_variants()[:1], families=["rnn"])
+    rundir = tmp_path / spec.relpath()
+    rundir.mkdir(parents=True)
+    stale = _stored_record(spec.config())
+    stale["config_hash"] = "0" * 64
+    stale["config"]["train"]["batch_size"] = 4
+    (rundir / "results.json").write_text(json.dumps(stale))
+    calls = []
+
+    def fake(config, workdir, *, progress=True):
+        calls.append(workdir)
+        record = {**_stored_record(config), "test": {"mse": 0.1}, "valid": {"mse": 0.1}}
+        return {**record, "metric": "mse", "param_count": 10, "resumed_from": 0, "train_seconds": 1}
+
+    monkeypatch.setattr(runner, "train_and_evaluate", fake)
+    lines = []
+    (outcome,) = runner.execute([spec], tmp_path, log=lines.append)
+    assert calls == [rundir] and outcome.status == "trained"
+    assert (tmp_path / "adding-T12/rnn/seed0.stale-00000000/results.json").exists()
+    assert "train.batch_size" in lines[0] and "not reused" in lines[0]
+
+
+def test_csv_takes_settings_from_the_runs_record_not_the_suite(tmp_path):
+    (spec,) = suites.runs(_tiny_variants()[:1], families=["lstm"])
+    config = spec.config()
+    config.train.batch_size = 4  # the run was made with other settings than the suite's now
+    config.model.width = 6
+    config.optimizer.learning_rate = 0.05
+    record = {
+        **_stored_record(config),
+        "metric": "mse",
+        "test": {"mse": 0.1, "loss": 0.1},
+        "valid": {"mse": 0.2, "loss": 0.2},
+        "param_count": 123,
+        "train_seconds": 1.0,
+    }
+    outcome = runner.Outcome(spec, tmp_path, "reused", results=record, metric="mse")
+    path = compare.write_csv([outcome], tmp_path / "runs.csv")
+    (row,) = csv.DictReader(open(path))
+    assert spec.config().train.batch_size == 8 and spec.config().model.width == 8
+    assert row["batch_size"] == "4" and row["width"] == "6" and row["learning_rate"] == "0.05"
+    assert (
+        row["steps"] == "6" and row["depth"] == "1" and row["test_examples"] == "8"
+    )  # 2 test batches × 4
+    assert row["schedule"] == "warmup 50, cosine to 0.1× at 6"
+
+
+def test_family_groups_come_from_the_one_family_list():
+    from recurrax import models
+
+    assert suites.CLASSIC is models.CLASSIC
+    assert suites.TIME_INVARIANT == ("lru", "s5")
+    assert set(suites.SELECTIVE) | set(suites.TIME_INVARIANT) == set(models.LINEAR)
+    assert not set(suites.SELECTIVE) & set(suites.TIME_INVARIANT)
+    assert set(suites.MQAR_CURVE_FAMILIES) <= set(FAMILIES)

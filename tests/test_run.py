@@ -15,10 +15,19 @@ from experiments.configs.common import make_config
 import recurrax.tasks as tasks
 from conftest import REPO
 from recurrax.checkpoint import Checkpoints
-from recurrax.models import FAMILIES
-from recurrax.run import Experiment, evaluate, train_and_evaluate
+from recurrax.models import FAMILIES, LINEAR, ModelConfig
+from recurrax.run import (
+    LINEAR_DEFAULTS,
+    Experiment,
+    TrainConfig,
+    config_hash,
+    default_config,
+    evaluate,
+    train_and_evaluate,
+    unknown_field,
+)
 from recurrax.tasks.spec import Batch, Task, TaskSpec
-from recurrax.train import make_eval_step, summarize
+from recurrax.train import OptimizerConfig, make_eval_step, summarize
 
 
 def tiny(task, family, **train):
@@ -41,6 +50,8 @@ def test_one_step_of_every_family_writes_a_complete_run(family, tmp_path):
     assert np.isfinite(results["test"]["mse"])
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["test"] == results["test"]
+    assert on_disk["config_hash"] == config_hash(config)
+    assert on_disk["config"]["model"]["width"] == 8
     assert (tmp_path / "metrics.jsonl").exists() and (tmp_path / "tensorboard").is_dir()
     assert (
         Checkpoints(
@@ -286,4 +297,74 @@ def test_main_rejects_a_bad_flag_at_start_up(tmp_path):
     )
     assert done.returncode != 0
     assert "model.cell must be one of" in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# One config schema
+
+
+@pytest.mark.parametrize("family", ["lstm", "lru"])
+def test_one_source_of_truth_for_the_defaults(family):
+    config = make_config("adding", family)
+    assert config.to_dict() == default_config("adding", family).to_dict()
+    assert tuple(sorted(config.model)) == tuple(sorted(ModelConfig._fields))
+    assert tuple(sorted(config.optimizer)) == tuple(sorted(OptimizerConfig._fields))
+    assert tuple(sorted(config.train)) == tuple(sorted(TrainConfig._fields))
+    overrides = LINEAR_DEFAULTS if family in LINEAR else {}
+    for section, defaults in (
+        ("model", ModelConfig(cell=family)._asdict()),
+        ("optimizer", OptimizerConfig()._asdict()),
+        ("train", TrainConfig()._asdict()),
+    ):
+        expected = {**defaults, **overrides.get(section, {})}
+        expected.pop("cell_options", None)
+        actual = {k: v for k, v in config[section].to_dict().items() if k != "cell_options"}
+        assert actual == expected, section
+    config.train.num_steps = 77
+    assert config.optimizer.total_steps == 77  # the schedule follows the steps
+    Experiment(config)
+
+
+def test_unknown_field_names_the_field_and_the_valid_ones():
+    config = make_config("adding", "lru")
+    assert unknown_field(config, "model.width") is None
+    assert unknown_field(config, "nonexistent") == (
+        "unknown config field config.nonexistent; the fields of config are: "
+        "model, optimizer, task, train"
+    )
+    message = unknown_field(config, "optimizer.lr")
+    assert "config.optimizer.lr" in message and "learning_rate" in message
+    assert "is a value" in unknown_field(config, "train.seed.x")
+    with pytest.raises(ValueError, match=r"unknown config.train fields \['steps'\]"):
+        make_config("adding", "lstm", steps=3)
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [
+        ("--config.nonexistent=1", "model, optimizer, task, train"),
+        ("--config.model.widht=8", "state_size, width"),
+        ("--config.train.seed=abc", "config.train.seed=abc"),
+    ],
+)
+def test_main_ends_a_bad_config_field_in_one_line(tmp_path, flag, expected):
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "experiments" / "main.py"),
+            "--config=experiments/configs/adding.py:lru",
+            flag,
+            f"--workdir={tmp_path / 'run'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith("main.py: error: ") and expected in lines[0]
+    assert flag.split("=")[0].removeprefix("--") in lines[0]
     assert not (tmp_path / "run").exists()

@@ -109,3 +109,11 @@ def test_recurrence_parameters_get_their_own_group():
     cell_labels = labels["layers"][0]["rnn"]["cell"]
     assert cell_labels["nu_log"] == "recurrence" and cell_labels["B_re"] == "default"
     assert labels["head"]["W"] == "default"
+
+
+def test_optimizer_defaults_are_the_experiments_defaults():
+    from recurrax.run import default_config
+
+    config = default_config("adding", "gru")
+    assert config.optimizer.to_dict() == OptimizerConfig()._asdict()
+    assert OptimizerConfig().learning_rate == 3e-3

@@ -14,16 +14,25 @@ What happens, in order:
    checkpoint is kept.
 5. With several local devices, batches are split over them (data parallelism with
    ``jax.sharding``); parameters are replicated and the numbers are those of one device.
+6. ``results.json`` records the resolved config and its hash (:func:`config_hash`), so that a
+   stored run can be matched to the config that made it.
+
+The config schema has one source of truth, here: :func:`default_config` builds every section from
+the defaults of :class:`recurrax.models.ModelConfig`, :class:`recurrax.train.OptimizerConfig` and
+:class:`TrainConfig` (plus the per-family defaults of :data:`LINEAR_DEFAULTS`), and
+:class:`Experiment` accepts exactly those fields.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +42,14 @@ import numpy as np
 import recurrax.tasks as tasks
 from recurrax.checkpoint import Checkpoints
 from recurrax.metrics import MetricWriter, ProgressLine
-from recurrax.models import ModelConfig, SequenceModel, check_config, sequence_model
+from recurrax.models import (
+    FAMILIES,
+    LINEAR,
+    ModelConfig,
+    SequenceModel,
+    check_config,
+    sequence_model,
+)
 from recurrax.tasks.spec import Batch
 from recurrax.train import (
     OptimizerConfig,
@@ -45,24 +61,127 @@ from recurrax.train import (
 )
 from recurrax.validation import check_positive_int
 
-TRAIN_FIELDS = {
-    "seed": int,
-    "batch_size": int,
-    "num_steps": int,
-    "log_every": int,
-    "eval_every": int,
-    "eval_batches": int,
-    "test_batches": int,
-    "keep_checkpoints": int,
-    "truncated_bptt": bool,
+
+class TrainConfig(NamedTuple):
+    """Training-loop settings (``config.train``) and their defaults.
+
+    Attributes:
+      seed: the seed of the initialisation, the batches and dropout.
+      batch_size: examples per step (a multiple of the local device count).
+      num_steps: training steps (also the length of the learning-rate schedule).
+      log_every, eval_every: steps between training-metric lines / validations (and checkpoints).
+      eval_batches, test_batches: batches in a validation / the final test evaluation.
+      keep_checkpoints: how many of the latest checkpoints to keep (the best is kept as well).
+      truncated_bptt: carry the recurrent state from one batch to the next (per-step targets).
+    """
+
+    seed: int = 0
+    batch_size: int = 32
+    num_steps: int = 1000
+    log_every: int = 50
+    eval_every: int = 250
+    eval_batches: int = 8
+    test_batches: int = 16
+    keep_checkpoints: int = 2
+    truncated_bptt: bool = False
+
+
+TRAIN_FIELDS = TrainConfig._fields
+SECTIONS = ("task", "model", "optimizer", "train")
+SIZES = ("small", "full")
+LINEAR_DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"num_layers": 2},
+    "optimizer": {"learning_rate": 2e-3, "weight_decay": 0.01},
 }
+"""Defaults of the linear-recurrence families (:data:`recurrax.models.LINEAR`) that differ from the
+section defaults: two residual blocks, a lower peak rate and some weight decay."""
+
+
+def default_config(
+    task: str, family: str = "lstm", size: str = "small"
+) -> ml_collections.ConfigDict:
+    """The full config of ``task`` (its ``small`` or ``full`` settings) for ``family``, with every
+    field at its default. ``config.optimizer.total_steps`` is a reference to
+    ``config.train.num_steps``, so that overriding the steps also sets the schedule's length."""
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}; got {family!r}")
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {SIZES}; got {size!r}")
+    task_def = tasks.get(task)
+    sections = {
+        "model": ModelConfig(cell=family)._asdict(),
+        "optimizer": OptimizerConfig()._asdict(),
+        "train": TrainConfig()._asdict(),
+    }
+    if family in LINEAR:
+        for section, values in LINEAR_DEFAULTS.items():
+            sections[section].update(values)
+    config = ml_collections.ConfigDict()
+    config.task = task_def.small_config() if size == "small" else task_def.full_config()
+    config.task.name = task
+    sections["model"]["cell_options"] = ml_collections.ConfigDict(
+        dict(sections["model"]["cell_options"])
+    )
+    for section, values in sections.items():
+        config[section] = ml_collections.ConfigDict(values)
+    config.optimizer.total_steps = config.train.get_ref("num_steps")
+    return config
+
+
+def unknown_field(config: Mapping[str, Any], path: str) -> str | None:
+    """``None`` when the dotted ``path`` (``"model.width"``) names a field of ``config``; else a
+    one-line message naming the unknown field and the valid fields where it was looked up."""
+    node: Any = config
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        where = ".".join(["config", *parts[:i]])
+        if not isinstance(node, Mapping | ml_collections.ConfigDict):
+            return f"config.{path}: {where} is a value, not a section with fields"
+        if part not in node:
+            valid = ", ".join(sorted(node)) or "(none)"
+            return f"unknown config field config.{path}; the fields of {where} are: {valid}"
+        node = node[part]
+    return None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping | ml_collections.ConfigDict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def resolved_config(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[str, Any]:
+    """The config as plain JSON values (references resolved, tuples as lists)."""
+    data = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
+    return _jsonable(data)
+
+
+def config_hash(config: ml_collections.ConfigDict | Mapping[str, Any]) -> str:
+    """SHA-256 of the full resolved config (canonical JSON): equal exactly when every field is."""
+    text = json.dumps(resolved_config(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def data_sharding() -> jax.sharding.NamedSharding:
+    """Batches split over the local devices along their first axis (data parallelism)."""
+    mesh = jax.sharding.Mesh(np.array(jax.local_devices()), ("data",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+
+
+def replicated_sharding() -> jax.sharding.NamedSharding:
+    mesh = jax.sharding.Mesh(np.array(jax.local_devices()), ("data",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
 
 class Experiment:
     """The resolved pieces of a config: task, spec, model, optimiser and training settings."""
 
     def __init__(self, config: ml_collections.ConfigDict):
-        for section in ("task", "model", "optimizer", "train"):
+        for section in SECTIONS:
             if section not in config:
                 raise ValueError(f"config must have a '{section}' section; got {sorted(config)}")
         self.config = config
@@ -96,7 +215,7 @@ class Experiment:
         if unknown:
             raise ValueError(
                 f"config.train has unknown fields {sorted(unknown)}; "
-                f"expected some of {sorted(TRAIN_FIELDS)}"
+                f"expected some of {TRAIN_FIELDS}"
             )
         for name in (
             "batch_size",
@@ -194,9 +313,8 @@ def train_and_evaluate(
     checkpoints = Checkpoints(
         workdir / "checkpoints", keep=train.keep_checkpoints, run_spec=experiment.run_spec()
     )
-    mesh = jax.sharding.Mesh(np.array(jax.local_devices()), ("data",))
-    data_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    sharding = data_sharding()
+    replicated = replicated_sharding()
 
     key = jax.random.key(train.seed)
     init_key, train_key = jax.random.split(key)
@@ -219,7 +337,7 @@ def train_and_evaluate(
     started = time.perf_counter()
     try:
         for step in range(start, train.num_steps):
-            batch = _device_batch(experiment.batch("train", step), data_sharding)
+            batch = _device_batch(experiment.batch("train", step), sharding)
             state, metrics = train_step(state, batch, train_key)
             loss = float(metrics["loss"])
             if not _finite(loss):
@@ -235,7 +353,7 @@ def train_and_evaluate(
                     line.update(done, values)
             if done % train.eval_every == 0 or done == train.num_steps:
                 valid = evaluate(
-                    experiment, state.params, "valid", train.eval_batches, eval_step, data_sharding
+                    experiment, state.params, "valid", train.eval_batches, eval_step, sharding
                 )
                 writer.write(done, "valid", valid)
                 checkpoints.save(done, state, {"valid_loss": valid["loss"]})
@@ -248,7 +366,7 @@ def train_and_evaluate(
         checkpoints,
         state,
         eval_step,
-        data_sharding,
+        sharding,
         workdir,
         time.perf_counter() - started,
         start,
@@ -288,9 +406,67 @@ def _finish(experiment, checkpoints, state, eval_step, sharding, workdir, second
         "test": test,
         "test_by_length": extra,
         "best_step": checkpoints.best_step(),
+        "config": resolved_config(experiment.config),
+        "config_hash": config_hash(experiment.config),
     }
     path = Path(workdir) / "results.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
     os.replace(tmp, path)  # atomic: a reader never sees half a file
     return results
+
+
+def evaluate_at_lengths(
+    config: ml_collections.ConfigDict, workdir: str | os.PathLike, lengths: Sequence[int]
+) -> dict[str, dict[str, float]]:
+    """Test metrics of a finished run's final parameters at each fixed length ``L``.
+
+    Restores the latest checkpoint in ``workdir`` (the final step: :func:`train_and_evaluate`
+    saves at the last step) and evaluates ``config.train.test_batches`` test batches of a task
+    config with ``test_min_length = test_max_length = L`` (the length fields of parity and the S5
+    word problem). Returns ``{str(L): metrics}``.
+    """
+    experiment = Experiment(config)
+    checkpoints = Checkpoints(
+        Path(workdir) / "checkpoints",
+        keep=config.train.keep_checkpoints,
+        run_spec=experiment.run_spec(),
+    )
+    template = init_state(experiment.model, experiment.tx, jax.random.key(config.train.seed))
+    state = checkpoints.restore(checkpoints.latest_step(), template)
+    eval_step = jax.jit(make_eval_step(experiment.model))
+    sharding = data_sharding()
+    out = {}
+    for length in lengths:
+        task_config = ml_collections.ConfigDict(config.task.to_dict())
+        task_config.test_min_length = int(length)
+        task_config.test_max_length = int(length)
+        out[str(int(length))] = evaluate(
+            experiment,
+            state.params,
+            "test",
+            config.train.test_batches,
+            eval_step,
+            sharding,
+            task_config,
+        )
+    return out
+
+
+def state_size(config: ml_collections.ConfigDict) -> int:
+    """Recurrent state per example: the carries of all layers, in real numbers (a complex entry
+    counts twice; Mamba's convolution window counts, as it is carried state too)."""
+    spec = tasks.get(config.task.name).spec(config.task)
+    model = sequence_model(ModelConfig(**config.model.to_dict()), spec)
+    if spec.input == "tokens":
+        dummy = jax.ShapeDtypeStruct((1, 1), jnp.int32)
+    else:
+        dummy = jax.ShapeDtypeStruct((1, 1, spec.input_features), jnp.float32)
+    params = jax.eval_shape(model.init, jax.random.key(0))
+    _, carries = jax.eval_shape(model.apply, params, dummy)
+    total = 0
+    for leaf in jax.tree.leaves(carries):
+        total += math.prod(leaf.shape[1:]) * (
+            2 if jnp.issubdtype(leaf.dtype, jnp.complexfloating) else 1
+        )
+    return int(total)

@@ -48,14 +48,18 @@ class OptimizerConfig(NamedTuple):
       warmup_steps, total_steps: the schedule: linear warmup, then cosine decay to
         ``final_ratio * learning_rate`` at ``total_steps``.
       clip_norm: global-norm clipping threshold τ (``None``: off).
+
+    These defaults are the experiments' defaults (``recurrax.run.default_config`` builds
+    ``config.optimizer`` from them; the linear families override a few, see
+    ``recurrax.run.LINEAR_DEFAULTS``).
     """
 
-    learning_rate: float = 1e-3
-    recurrence_learning_rate_ratio: float = 0.1
+    learning_rate: float = 3e-3
+    recurrence_learning_rate_ratio: float = 0.5
     weight_decay: float = 0.0
-    warmup_steps: int = 0
+    warmup_steps: int = 50
     total_steps: int = 1000
-    final_ratio: float = 0.0
+    final_ratio: float = 0.1
     clip_norm: float | None = 1.0
     b1: float = 0.9
     b2: float = 0.999

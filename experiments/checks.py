@@ -1,0 +1,385 @@
+"""The expected orderings (published or predicted), each a rule over the summaries over seeds.
+
+Every check states its rule (:attr:`Check.rule`) and the families it compares
+(:attr:`Check.families`). A check is *not reproduced* ("no") when the families it compares are
+all at chance on its task (``experiments.stats``: the 95% interval over seeds reaches the chance
+score, or, with one seed, the value is within 5% of it): an ordering among models that learned
+nothing is not evidence of anything. *n/a*: the runs it needs are missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+from experiments.stats import Summaries, Summary, all_at_chance
+from experiments.suites import MQAR_CURVE_FAMILIES, SELECTIVE, TIME_INVARIANT
+
+from recurrax.models import CLASSIC, FAMILIES
+
+
+class CheckResult(NamedTuple):
+    status: str  # "yes" (reproduced), "no" (not reproduced), "n/a" (the runs needed are missing)
+    evidence: str
+
+
+class Check(NamedTuple):
+    """One expected ordering: its row of the task suite, the task, the expectation, its rule, its
+    test and the families it compares (all at chance: not reproduced)."""
+
+    row: int
+    task: str
+    expected: str
+    rule: str
+    fn: Callable[[Summaries], CheckResult]
+    families: tuple[str, ...] = FAMILIES
+
+    @property
+    def full_rule(self) -> str:
+        """The rule, with the at-chance condition every check shares."""
+        if len(self.families) == 1:
+            return f"{self.rule}; fails when {self.families[0]} is at chance"
+        return f"{self.rule}; fails when {', '.join(self.families)} are all at chance"
+
+    def cells(self, summaries: Summaries) -> list[Summary]:
+        """The cells of the compared families in every variant of the check's task."""
+        return [
+            summaries[v][f]
+            for v in variants_of(summaries, self.task)
+            for f in self.families
+            if f in summaries[v]
+        ]
+
+    def __call__(self, summaries: Summaries) -> CheckResult:
+        result = self.fn(summaries)
+        if result.status != NA and all_at_chance(self.cells(summaries)):
+            return CheckResult(
+                "no",
+                f"all compared families ({', '.join(self.families)}) at chance: " + result.evidence,
+            )
+        return result
+
+
+NA = "n/a"
+
+
+def variants_of(summaries: Summaries, task: str) -> list[str]:
+    """Variant names of ``task`` (the name itself or ``task-...``), by their numeric suffix."""
+    names = [v for v in summaries if v == task or v.startswith(task + "-")]
+
+    def order(name):
+        digits = "".join(c for c in name[len(task) :] if c.isdigit())
+        return (int(digits) if digits else 0, name)
+
+    return sorted(names, key=order)
+
+
+def _length_of(variant: str) -> int | None:
+    """``T`` of a variant named ``<task>-T<T>``."""
+    tail = variant.rsplit("-", 1)[-1]
+    return int(tail[1:]) if tail.startswith("T") and tail[1:].isdigit() else None
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.3g}" if abs(value) < 0.01 and value != 0 else f"{value:.3f}"
+
+
+def _means(row: Mapping[str, Summary], families: Sequence[str]) -> dict[str, float]:
+    return {f: row[f].mean for f in families if f in row}
+
+
+def _list(values: Mapping[str, float]) -> str:
+    return ", ".join(f"{k} {fmt(v)}" for k, v in values.items())
+
+
+def check_adding_rnn(s: Summaries) -> CheckResult:
+    rows = [(v, _length_of(v)) for v in variants_of(s, "adding")]
+    rows = [(v, T) for v, T in rows if T is not None and T >= 150 and "rnn" in s[v]]
+    if not rows:
+        return CheckResult(NA, "no adding run with T ≥ 150 for rnn")
+    values = {f"T={T}": s[v]["rnn"].mean for v, T in rows}
+    ok = all(value >= 0.10 for value in values.values())
+    return CheckResult("yes" if ok else "no", f"rnn MSE: {_list(values)}")
+
+
+def _below(value: float, reference: float) -> bool:
+    """Clearly below: under 0.8× the reference, or solved (< 0.01)."""
+    return value < 0.8 * reference or value < 0.01
+
+
+def _adding_beats_rnn(s: Summaries, families: Sequence[str], max_length: int | None):
+    parts, ok, seen = [], True, False
+    for v in variants_of(s, "adding"):
+        T = _length_of(v)
+        if T is None or (max_length is not None and T > max_length) or "rnn" not in s[v]:
+            continue
+        values = _means(s[v], families)
+        if len(values) < len(families):
+            continue
+        seen = True
+        rnn = s[v]["rnn"].mean
+        ok &= all(_below(value, rnn) for value in values.values())
+        solved = [f for f, value in values.items() if value < 0.01]
+        parts.append(
+            f"T={T}: rnn {fmt(rnn)} vs {_list(values)}"
+            + (f" (solved: {', '.join(solved)})" if solved else "")
+        )
+    if not seen:
+        return CheckResult(NA, f"no adding runs with rnn and {', '.join(families)}")
+    return CheckResult("yes" if ok else "no", "; ".join(parts))
+
+
+def check_adding_gated(s: Summaries) -> CheckResult:
+    return _adding_beats_rnn(s, ("lstm", "gru"), 500)
+
+
+def check_adding_linear(s: Summaries) -> CheckResult:
+    return _adding_beats_rnn(s, TIME_INVARIANT, None)
+
+
+def _copy_rows(s: Summaries, family: str):
+    rows = []
+    for v in variants_of(s, "copy_memory"):
+        if family in s[v] and s[v][family].baseline is not None:
+            rows.append((v, _length_of(v), s[v][family]))
+    return rows
+
+
+def check_copy_lstm(s: Summaries) -> CheckResult:
+    rows = _copy_rows(s, "lstm")
+    if not rows:
+        return CheckResult(NA, "no copy_memory run for lstm")
+    cell = rows[-1][2]
+    ok = cell.mean >= 0.9 * cell.baseline
+    detail = "; ".join(f"T={T_}: {fmt(c.mean)} (baseline {fmt(c.baseline)})" for _, T_, c in rows)
+    return CheckResult("yes" if ok else "no", f"lstm cross-entropy {detail}")
+
+
+def check_copy_linear(s: Summaries) -> CheckResult:
+    parts, ok, seen = [], True, False
+    for v in variants_of(s, "copy_memory"):
+        values = _means(s[v], TIME_INVARIANT)
+        if len(values) < len(TIME_INVARIANT):
+            continue
+        seen = True
+        baseline = next(iter(s[v].values())).baseline
+        ok &= all(value < 0.5 * baseline for value in values.values())
+        parts.append(f"T={_length_of(v)}: {_list(values)} (baseline {fmt(baseline)})")
+    if not seen:
+        return CheckResult(NA, "no copy_memory runs for lru and s5")
+    return CheckResult("yes" if ok else "no", "; ".join(parts))
+
+
+def _group_gap(row, high, low, margin):
+    highs, lows = _means(row, high), _means(row, low)
+    if not highs or not lows:
+        return None
+    gap = np.mean(list(highs.values())) - np.mean(list(lows.values()))
+    return gap >= margin, f"{_list(highs)} vs {_list(lows)} (mean gap {gap:+.3f})"
+
+
+def check_selective_copy(s: Summaries) -> CheckResult:
+    for v in variants_of(s, "selective_copy"):
+        result = _group_gap(s[v], SELECTIVE, TIME_INVARIANT, 0.05)
+        if result is not None:
+            return CheckResult("yes" if result[0] else "no", "accuracy " + result[1])
+    return CheckResult(NA, "no selective_copy runs for both groups")
+
+
+def _extrapolation(s: Summaries, families: Sequence[str]):
+    """Per family with length results: (acc at the train length, acc at the longest length)."""
+    out = {}
+    for v in variants_of(s, "induction_heads"):
+        for family in families:
+            cell = s[v].get(family)
+            if cell is None or not cell.by_length:
+                continue
+            train_length = int(cell.task_config.get("length", min(cell.by_length)))
+            at_train = cell.by_length.get(train_length, cell.mean)
+            longest = max(cell.by_length)
+            out[family] = (at_train, cell.by_length[longest], train_length, longest)
+    return out
+
+
+def check_induction_selective(s: Summaries) -> CheckResult:
+    rows = _extrapolation(s, SELECTIVE)
+    if not rows:
+        return CheckResult(NA, "no induction_heads runs of selective families")
+    learned = {f: r for f, r in rows.items() if r[0] >= 0.5}
+    detail = "; ".join(
+        f"{f} {fmt(a)} at L={L} → {fmt(b)} at L={M}" for f, (a, b, L, M) in rows.items()
+    )
+    if not learned:
+        return CheckResult("no", f"no selective family learned the task (accuracy ≥ 0.5): {detail}")
+    ok = all(b >= a - 0.1 for a, b, _, _ in learned.values())
+    return CheckResult("yes" if ok else "no", detail)
+
+
+def check_induction_others(s: Summaries) -> CheckResult:
+    rows = _extrapolation(s, [f for f in FAMILIES if f not in SELECTIVE])
+    if not rows:
+        return CheckResult(NA, "no induction_heads runs of non-selective families")
+    learned = {f: r for f, r in rows.items() if r[0] >= 0.5}
+    detail = "; ".join(
+        f"{f} {fmt(a)} at L={L} → {fmt(b)} at L={M}" for f, (a, b, L, M) in rows.items()
+    )
+    if not learned:
+        return CheckResult(NA, f"no non-selective family learned the task: {detail}")
+    ok = all(b < a - 0.1 for a, b, _, _ in learned.values())
+    return CheckResult("yes" if ok else "no", detail)
+
+
+def mqar_curves(s: Summaries) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """``{setting: {family: [(state size, accuracy), ...]}}`` from the variants ``mqar-L*P*[-w*]``."""
+    curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for v in variants_of(s, "mqar"):
+        setting = "-".join(v.split("-")[:2])
+        for family, cell in s[v].items():
+            if cell.state_size is not None:
+                curves.setdefault(setting, {}).setdefault(family, []).append(
+                    (cell.state_size, cell.mean)
+                )
+    for setting in curves.values():
+        for family in list(setting):
+            setting[family] = sorted(setting[family])
+            if len(setting[family]) < 2:
+                del setting[family]
+    return {k: v for k, v in curves.items() if v}
+
+
+def check_mqar(s: Summaries) -> CheckResult:
+    curves = mqar_curves(s)
+    if not curves:
+        return CheckResult(NA, "no MQAR state-size curve (needs ≥ 2 state sizes per family)")
+    parts, rises, total = [], 0, 0
+    for setting, families in curves.items():
+        for family, points in families.items():
+            total += 1
+            up = points[-1][1] >= points[0][1] + 0.02
+            rises += up
+            parts.append(
+                f"{setting} {family}: "
+                + " → ".join(f"{fmt(acc)}@{size}" for size, acc in points)
+                + ("" if up else " (no rise)")
+            )
+    ok = rises * 2 > total
+    return CheckResult(
+        "yes" if ok else "no", f"rises for {rises}/{total} families: " + "; ".join(parts)
+    )
+
+
+def check_listops(s: Summaries) -> CheckResult:
+    for v in variants_of(s, "listops"):
+        values = _means(s[v], TIME_INVARIANT)
+        if values:
+            baseline = next(iter(s[v].values())).baseline or 0.0
+            ok = len(values) == len(TIME_INVARIANT) and all(
+                value >= baseline + 0.03 for value in values.values()
+            )
+            others = _means(s[v], [f for f in FAMILIES if f not in TIME_INVARIANT])
+            return CheckResult(
+                "yes" if ok else "no",
+                f"{_list(values)} vs majority class {fmt(baseline)} (others: {_list(others)})",
+            )
+    return CheckResult(NA, "no listops runs for lru/s5")
+
+
+def _test_accuracy(s: Summaries, task: str, families: Sequence[str]) -> dict[str, float]:
+    for v in variants_of(s, task):
+        values = _means(s[v], families)
+        if values:
+            return values
+    return {}
+
+
+def check_parity_gated(s: Summaries) -> CheckResult:
+    values = _test_accuracy(s, "parity", ("lstm", "gru"))
+    if len(values) < 2:
+        return CheckResult(NA, "no parity runs for lstm and gru")
+    ok = all(value >= 0.9 for value in values.values())
+    return CheckResult("yes" if ok else "no", f"accuracy on unseen lengths: {_list(values)}")
+
+
+def check_parity_positive(s: Summaries) -> CheckResult:
+    values = _test_accuracy(s, "parity", ("mamba", "mingru"))
+    if len(values) < 2:
+        return CheckResult(NA, "no parity runs for mamba and mingru")
+    ok = all(value <= 0.6 for value in values.values())
+    return CheckResult("yes" if ok else "no", f"accuracy on unseen lengths: {_list(values)}")
+
+
+def check_parity_complex(s: Summaries) -> CheckResult:
+    complex_ = _test_accuracy(s, "parity", TIME_INVARIANT)
+    positive = _test_accuracy(s, "parity", ("mamba", "mingru"))
+    if not complex_ or not positive:
+        return CheckResult(NA, "no parity runs for lru/s5 and mamba/mingru")
+    ok = max(complex_.values()) >= max(positive.values()) + 0.05
+    return CheckResult("yes" if ok else "no", f"{_list(complex_)} vs {_list(positive)}")
+
+
+def check_s5_word(s: Summaries) -> CheckResult:
+    gated = _test_accuracy(s, "s5_word", ("lstm", "gru"))
+    diagonal = _test_accuracy(s, "s5_word", [f for f in FAMILIES if f not in CLASSIC])
+    if not gated or not diagonal:
+        return CheckResult(NA, "no s5_word runs for lstm/gru and the linear recurrences")
+    ok = max(gated.values()) >= max(diagonal.values()) + 0.02
+    return CheckResult("yes" if ok else "no", f"{_list(gated)} vs {_list(diagonal)}")
+
+
+def check_mnist1d(s: Summaries) -> CheckResult:
+    values = _test_accuracy(s, "mnist1d", ("gru",))
+    if not values:
+        return CheckResult(NA, "no mnist1d run for gru")
+    ok = values["gru"] >= 0.85
+    return CheckResult("yes" if ok else "no", f"gru accuracy {fmt(values['gru'])} (published 0.91)")
+
+
+def check_fashion(s: Summaries) -> CheckResult:
+    parts, ok, seen = [], True, False
+    for v in variants_of(s, "seq_fashion_mnist"):
+        values = _means(s[v], ("s5", "lstm"))
+        if len(values) < 2:
+            continue
+        seen = True
+        ok &= values["s5"] >= values["lstm"]
+        parts.append(f"{v}: {_list(values)}")
+    if not seen:
+        return CheckResult(NA, "no seq_fashion_mnist runs for s5 and lstm")
+    return CheckResult("yes" if ok else "no", "; ".join(parts))
+
+
+def check_char_lm(s: Summaries) -> CheckResult:
+    values = _test_accuracy(s, "char_lm", ("mingru", "minlstm", "mamba"))
+    if len(values) < 3:
+        return CheckResult(NA, "no char_lm runs for mingru, minlstm and mamba")
+    ok = values["mingru"] < values["mamba"] and values["minlstm"] < values["mamba"]
+    return CheckResult("yes" if ok else "no", f"bits per char: {_list(values)}")
+
+
+CHECKS: tuple[Check, ...] = (
+    Check(1, "adding", "tanh RNN stays near 0.167 from T≈150", "rnn MSE ≥ 0.10 at every T ≥ 150", check_adding_rnn, ("rnn", "lstm", "gru", "lru", "s5")),
+    Check(1, "adding", "LSTM/GRU solve T of a few hundred", "lstm and gru MSE < 0.8 × rnn (or < 0.01) at every T ≤ 500", check_adding_gated, ("rnn", "lstm", "gru")),
+    Check(1, "adding", "LRU/S5-style models solve every T", "lru and s5 MSE < 0.8 × rnn (or < 0.01) at every T; solved = < 0.01", check_adding_linear, ("rnn", *TIME_INVARIANT)),
+    Check(2, "copy_memory", "LSTM stalls at the baseline as T grows", "lstm cross-entropy ≥ 0.9 × baseline at the longest delay", check_copy_lstm, ("lstm", *TIME_INVARIANT)),
+    Check(2, "copy_memory", "linear recurrences solve it", "lru and s5 cross-entropy < 0.5 × baseline at every delay", check_copy_linear, TIME_INVARIANT),
+    Check(3, "selective_copy", "selective models ≈ 100%; time-invariant ones (LRU, S4D/S5) far lower", "mean accuracy of mamba/rglru/mingru/minlstm ≥ mean of lru/s5 + 0.05", check_selective_copy, SELECTIVE + TIME_INVARIANT),
+    Check(4, "induction_heads", "selective models extrapolate (Mamba 100% at every length)", "every selective family that learned (≥ 0.5 at the train length) loses ≤ 0.1 at the longest test length; none learned = not reproduced", check_induction_selective, SELECTIVE),
+    Check(4, "induction_heads", "others degrade", "every non-selective family that learned loses > 0.1 at the longest test length", check_induction_others),
+    Check(5, "mqar", "accuracy rises with state size", "accuracy at the largest state ≥ smallest + 0.02 for most curve families", check_mqar, MQAR_CURVE_FAMILIES),
+    Check(6, "listops", "S4 59.6, S5 62.2, LRU 60.2 (≫ majority class)", "lru and s5 accuracy ≥ majority-class share + 0.03", check_listops, TIME_INVARIANT),
+    Check(7, "parity", "LSTM/GRU ≈ 100% on parity", "lstm and gru accuracy ≥ 0.9 on the unseen test lengths", check_parity_gated, ("lstm", "gru")),
+    Check(7, "parity", "positive-real diagonal recurrences (Mamba, minGRU) fail parity", "mamba and mingru accuracy ≤ 0.6 on the unseen test lengths", check_parity_positive, ("lstm", "gru", "mamba", "mingru")),
+    Check(7, "parity", "complex or negative eigenvalues help", "best of lru/s5 (complex) ≥ best of mamba/mingru + 0.05", check_parity_complex, (*TIME_INVARIANT, "mamba", "mingru")),
+    Check(7, "s5_word", "S5 needs a non-solvable-group state: beyond diagonal linear recurrences", "best of lstm/gru ≥ best linear recurrence + 0.02 on unseen lengths", check_s5_word),
+    Check(8, "mnist1d", "GRU ≈ 91% on MNIST-1D", "gru accuracy ≥ 0.85", check_mnist1d, ("gru",)),
+    Check(8, "seq_fashion_mnist", "ordering as on sMNIST/psMNIST: S4 ≥ LSTM, gap larger when permuted", "s5 accuracy ≥ lstm on sequential and permuted", check_fashion, ("s5", "lstm")),
+    Check(9, "char_lm", "test loss: minGRU 1.548, minLSTM 1.555 < Mamba 1.575 nats/char", "mingru and minlstm bits/char < mamba", check_char_lm, ("mingru", "minlstm", "mamba")),
+)  # fmt: skip
+"""The expected orderings (published or predicted), each as a rule over the measured summaries."""
+
+
+def run_checks(summaries: Summaries) -> list[tuple[Check, CheckResult]]:
+    return [(check, check(summaries)) for check in CHECKS]
