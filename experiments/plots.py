@@ -155,12 +155,9 @@ def plot_learning_curves(outcomes: Sequence[Any], plots_dir: Path) -> list[Path]
             if metric in ("mse",):
                 ax.set_yscale("log")
             ax.grid(alpha=0.3)
-        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        fig.tight_layout()
-        path = plots_dir / f"learning-curves-{task}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        paths.append(path)
+        paths.append(
+            _save(fig, plots_dir / f"learning-curves-{task}.png", legend_axes=[axes[0][-1]])
+        )
     return paths
 
 
@@ -187,7 +184,14 @@ def _length_plot(
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path, legend_axes=[ax])
+
+
+def _save(fig, path: Path, legend_axes) -> Path:
+    """Puts each axis's legend outside it on the right, writes ``fig`` to ``path`` and closes it."""
+    plt = _pyplot()
+    for ax in legend_axes:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -247,12 +251,7 @@ def plot_mqar(summaries: Summaries, plots_dir: Path) -> list[Path]:
         ax.set_ylabel("query accuracy")
         ax.set_title(f"{setting}: accuracy vs state size")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    path = plots_dir / "mqar-state-size.png"
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return [path]
+    return [_save(fig, plots_dir / "mqar-state-size.png", legend_axes=list(np.ravel(axes)))]
 
 
 def plot_gradient_norms(curves: Mapping[str, np.ndarray], path: Path) -> Path:
@@ -273,8 +272,4 @@ def plot_gradient_norms(curves: Mapping[str, np.ndarray], path: Path) -> Path:
     ax.set_ylabel("‖∂L/∂h_t‖ / ‖∂L/∂h_(T−2)‖")
     ax.set_title(f"gradient norm at initialisation (T = {next(iter(curves.values())).size})")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path, legend_axes=[ax])
