@@ -62,7 +62,7 @@ from experiments.checks import (  # noqa: F401 — re-exported: the checks, by n
     check_listops,
     check_mnist1d,
     check_mqar,
-    check_parity_complex,
+    check_parity_negative,
     check_parity_gated,
     check_parity_positive,
     check_s5_word,

@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import datetime
 import platform
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for experiments.*
 
 import jax
 import jax.numpy as jnp
 from absl import app, flags
+from experiments.recipes import apply_recipe
 
 from recurrax import tasks
 from recurrax.models import FAMILIES, make_cell
@@ -36,15 +40,20 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("tasks", None, "Tasks (default: every registered task).")
 flags.DEFINE_list("families", None, "Families (default: all).")
 flags.DEFINE_integer("seed", 0, "Initialisation seed.")
+flags.DEFINE_bool(
+    "recipes", True, "Apply each family's per-task recipe (experiments/recipes.py) first."
+)
 flags.DEFINE_float("dominance", 0.5, "Flag a parameter holding more than this share of ||g||^2.")
 flags.DEFINE_string(
     "output", "experiments/results/init_gradients.md", "Where the table is written."
 )
 
 
-def gradient_report(task: str, family: str, seed: int) -> dict:
-    """The norms of one (task, family) at its default small configuration."""
+def gradient_report(task: str, family: str, seed: int, recipes: bool = True) -> dict:
+    """The norms of one (task, family) at its small configuration (with its recipe)."""
     config = default_config(task, family, "small")
+    if recipes:
+        apply_recipe(config, family)
     experiment = Experiment(config)
     model = experiment.model
     params = model.init(jax.random.key(seed))
@@ -78,8 +87,8 @@ def main(argv):
         if family not in FAMILIES:
             raise app.UsageError(f"--families must be among {FAMILIES}; got {family!r}")
     lines = [
-        f"Gradient norms at initialisation (seed {FLAGS.seed}, one training batch, default small "
-        f"configurations); {platform.processor() or platform.machine()}, "
+        f"Gradient norms at initialisation (seed {FLAGS.seed}, one training batch, small "
+        f"configurations, {'with each family' + chr(39) + 's recipe' if FLAGS.recipes else 'library defaults'}); {platform.processor() or platform.machine()}, "
         f"{datetime.date.today().isoformat()}. Command: `experiments/init_gradients.py`.",
         "",
         "| task | family | ‖g‖ | clip | largest parameter | its share of ‖g‖² | recurrence ‖g‖ "
@@ -90,7 +99,7 @@ def main(argv):
     for name in task_names:
         for family in families:
             try:
-                r = gradient_report(name, family, FLAGS.seed)
+                r = gradient_report(name, family, FLAGS.seed, FLAGS.recipes)
             except MissingDataError as error:  # a real-data task whose data is not installed
                 line = f"| {name} | {family} | skipped: {error} | | | | | | |"
             else:

@@ -165,7 +165,8 @@ def reuse_refusal(
     """``None`` when a stored record may stand for a run of ``config``; else why it may not.
 
     Reused only when the hash of the full resolved config stored with the record equals
-    :func:`recurrax.run.config_hash` of ``config``, and the run finished its steps.
+    :func:`recurrax.run.config_hash` of ``config``, and the run finished its steps (or stopped
+    early: ``config.train.patience``).
     """
     if results is None:
         return "no stored results"
@@ -175,7 +176,7 @@ def reuse_refusal(
     if stored != config_hash(config):
         fields = differing_fields(results.get("config"), resolved_config(config))
         return "the stored run's config differs" + (f" in {', '.join(fields)}" if fields else "")
-    if results.get("steps") != config.train.num_steps:
+    if results.get("steps") != config.train.num_steps and not results.get("stopped_early"):
         return f"the stored run stopped at step {results.get('steps')}"
     return None
 

@@ -44,6 +44,8 @@ from typing import Any
 import ml_collections
 from experiments.configs.common import make_config
 
+from experiments.recipes import recipe
+
 from recurrax.models import CLASSIC, FAMILIES, LINEAR  # noqa: F401 — CLASSIC re-exported
 
 # The family list and its classic / linear split live in recurrax.models (FAMILIES, CLASSIC, LINEAR);
@@ -69,6 +71,7 @@ class Variant:
       train: overrides of ``config.train`` fields (``num_steps``, ``batch_size``, ...).
       optimizer: overrides of ``config.optimizer`` fields.
       family_model: per-family overrides of ``config.model``, applied after ``model``.
+      family_optimizer: per-family overrides of ``config.optimizer``, applied after ``optimizer``.
       families: the families run (``None``: all of :data:`recurrax.models.FAMILIES`).
       seeds: how many seeds (0, 1, ...), unless the command line overrides them.
       group: ``"main"`` rows go into the results table and the ordering checks; ``"curve"`` rows
@@ -86,6 +89,7 @@ class Variant:
     train: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     optimizer: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     family_model: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    family_optimizer: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     families: tuple[str, ...] | None = None
     seeds: int = 2
     group: str = "main"
@@ -130,16 +134,24 @@ class RunSpec:
                 config.model.cell_options = ml_collections.ConfigDict(dict(value))
             else:
                 config.model[field] = value
-        for field, value in v.optimizer.items():
+        for field, value in {**v.optimizer, **v.family_optimizer.get(self.family, {})}.items():
             config.optimizer[field] = value
         return config
 
 
 def train_settings(
-    steps: int, batch_size: int, *, evals: int = 5, logs: int = 25, test_examples: int = 256
+    steps: int,
+    batch_size: int,
+    *,
+    evals: int = 5,
+    logs: int = 25,
+    test_examples: int = 256,
+    patience: int = 0,
 ) -> dict[str, int]:
-    """``config.train`` overrides: ``steps`` steps, ``evals`` validations (learning-curve points),
-    ``logs`` train-metric lines, and about ``test_examples`` examples in the test evaluation."""
+    """``config.train`` overrides: at most ``steps`` steps, ``evals`` validations (learning-curve
+    points), ``logs`` train-metric lines, about ``test_examples`` examples in the test evaluation
+    (exactly, when ``batch_size`` divides it) and early stopping after ``patience`` validations
+    without a new best (0: off); the test uses the best checkpoint by validation loss."""
     return {
         "num_steps": steps,
         "batch_size": batch_size,
@@ -147,6 +159,7 @@ def train_settings(
         "log_every": max(steps // logs, 1),
         "eval_batches": max(math.ceil(test_examples / 2 / batch_size), 1),
         "test_batches": max(math.ceil(test_examples / batch_size), 1),
+        "patience": patience,
     }
 
 
@@ -163,18 +176,61 @@ S5_LENGTHS = (16, 40, 64, 128, 256)
 INDUCTION_TEST_LENGTHS = (64, 128, 256, 512, 1024)
 MQAR_CURVE_FAMILIES = ("lstm", "gru", "lru", "rglru", "mingru")
 MQAR_CURVE_SETTING = (64, 4)  # (L, P): the small setting where some families learn in budget
+NEGATIVE_FAMILIES = ("mamba", "rglru", "mingru", "minlstm")
+"""The input-dependent diagonal recurrences that take ``negative_transitions`` (Grazzi et al. 2024)."""
+NEGATIVE_SUFFIX = "-negative"
+"""Variant name suffix of the rows run with ``negative_transitions=True``."""
+
+
+def family_overrides(task: str) -> tuple[dict, dict]:
+    """``(family_model, family_optimizer)`` of a task: each family's recipe
+    (``experiments/recipes.py``) plus :data:`FAMILY_MODEL`."""
+    family_model, family_optimizer = recipe(task)
+    for family, values in FAMILY_MODEL.items():
+        family_model[family] = {**family_model.get(family, {}), **values}
+    return family_model, family_optimizer
 
 
 def _variant(name: str, task: str, steps: int, batch_size: int, width: int, **kwargs) -> Variant:
     test_examples = kwargs.pop("test_examples", 256)
     model = {**_small_model(width), **kwargs.pop("model", {})}
+    family_model, family_optimizer = family_overrides(task)
+    for family, values in kwargs.pop("family_optimizer", {}).items():
+        family_optimizer[family] = {**family_optimizer.get(family, {}), **values}
     return Variant(
         name=name,
         task=task,
         model=model,
-        train=train_settings(steps, batch_size, test_examples=test_examples),
-        family_model=kwargs.pop("family_model", FAMILY_MODEL),
+        train=train_settings(
+            steps,
+            batch_size,
+            test_examples=test_examples,
+            evals=kwargs.pop("evals", 5),
+            patience=kwargs.pop("patience", 0),
+        ),
+        family_model=kwargs.pop("family_model", family_model),
+        family_optimizer=family_optimizer,
         **kwargs,
+    )
+
+
+def with_negative_transitions(variant: Variant) -> Variant:
+    """The variant run by :data:`NEGATIVE_FAMILIES` with ``negative_transitions=True``."""
+    family_model = {
+        f: {
+            **variant.family_model.get(f, {}),
+            "cell_options": {
+                **variant.family_model.get(f, {}).get("cell_options", {}),
+                "negative_transitions": True,
+            },
+        }
+        for f in NEGATIVE_FAMILIES
+    }
+    return dataclasses.replace(
+        variant,
+        name=variant.name + NEGATIVE_SUFFIX,
+        family_model={**variant.family_model, **family_model},
+        families=NEGATIVE_FAMILIES,
     )
 
 
@@ -186,19 +242,28 @@ QUICK: tuple[Variant, ...] = (
 )
 """The quick suite (about 10 minutes on a 2-core CPU; see the module docstring)."""
 
+# The small suite's rows share these: three seeds, ten validations per run, and early stopping
+# once four validations in a row bring no new best validation loss.
+SMALL_RUNS = {"seeds": 3, "evals": 10, "patience": 4}
+CLASSIC_MNIST1D_LR = {f: {"learning_rate": 1e-2} for f in CLASSIC}
+"""The ``mnist1d`` reference setting (Greydanus 2020: batch 100, lr 1e-2) for the classic RNNs."""
+
 
 def _small() -> tuple[Variant, ...]:
+    def variant(name, task, steps, batch, width, **kwargs):
+        return _variant(name, task, steps, batch, width, **SMALL_RUNS, **kwargs)
+
     variants = [
-        _variant(f"adding-T{T}", "adding", steps, batch, 32, task_config={"length": T})
-        for T, steps, batch in ((100, 1500, 32), (200, 1000, 32), (500, 400, 16))
+        variant(f"adding-T{T}", "adding", 1500, 32, 32, task_config={"length": T})
+        for T in (100, 200)
     ]
     variants += [
-        _variant(f"copy_memory-T{T}", "copy_memory", steps, batch, 32, task_config={"delay": T})
-        for T, steps, batch in ((50, 1200, 32), (100, 600, 32), (200, 400, 16))
+        variant(f"copy_memory-T{T}", "copy_memory", steps, batch, 32, task_config={"delay": T})
+        for T, steps, batch in ((50, 1200, 32), (200, 600, 16))
     ]
-    variants.append(_variant("selective_copy", "selective_copy", 1000, 16, 32))
+    variants.append(variant("selective_copy", "selective_copy", 1000, 16, 32))
     variants.append(
-        _variant(
+        variant(
             "induction_heads",
             "induction_heads",
             500,
@@ -208,44 +273,49 @@ def _small() -> tuple[Variant, ...]:
             test_examples=128,
         )
     )
-    for (length, pairs), steps in (((64, 4), 800), ((128, 8), 500)):
-        name = f"mqar-L{length}P{pairs}"
-        task_config = {"length": length, "num_pairs": pairs}
-        curve = name if (length, pairs) == MQAR_CURVE_SETTING else None
-        variants.append(_variant(name, "mqar", steps, 32, 64, task_config=task_config, curve=curve))
-        if curve:
-            # The state-size curve: the main row is the width-64 point; these add 16, 32, 128.
-            variants += [
-                _variant(
-                    f"{name}-w{width}",
-                    "mqar",
-                    steps,
-                    32,
-                    width,
-                    task_config=task_config,
-                    families=MQAR_CURVE_FAMILIES,
-                    seeds=1,
-                    group="curve",
-                    curve=curve,
-                )
-                for width in (16, 32, 128)
-            ]
-    variants.append(_variant("listops", "listops", 400, 16, 32))
-    variants.append(_variant("parity", "parity", 1000, 32, 32, length_eval=PARITY_LENGTHS))
-    variants.append(_variant("s5_word", "s5_word", 600, 32, 64, length_eval=S5_LENGTHS))
-    variants.append(_variant("mnist1d", "mnist1d", 2000, 32, 32))
-    variants.append(_variant("seq_fashion_mnist", "seq_fashion_mnist", 120, 16, 32))
-    variants.append(
+    length, pairs = MQAR_CURVE_SETTING
+    name = f"mqar-L{length}P{pairs}"
+    task_config = {"length": length, "num_pairs": pairs}
+    variants.append(variant(name, "mqar", 800, 32, 64, task_config=task_config, curve=name))
+    # The state-size curve: the main row is the width-64 point; these add 16, 32, 128.
+    variants += [
         _variant(
-            "seq_fashion_mnist-permuted",
-            "seq_fashion_mnist",
-            120,
-            16,
+            f"{name}-w{width}",
+            "mqar",
+            800,
             32,
-            task_config={"permuted": True},
+            width,
+            task_config=task_config,
+            families=MQAR_CURVE_FAMILIES,
+            seeds=1,
+            evals=10,
+            patience=4,
+            group="curve",
+            curve=name,
+        )
+        for width in (16, 32, 128)
+    ]
+    variants.append(variant("listops", "listops", 400, 16, 32))
+    parity = variant("parity", "parity", 1000, 32, 32, length_eval=PARITY_LENGTHS)
+    variants += [parity, with_negative_transitions(parity)]
+    variants.append(variant("s5_word", "s5_word", 600, 32, 64, length_eval=S5_LENGTHS))
+    variants.append(
+        variant(
+            "mnist1d",
+            "mnist1d",
+            1000,
+            100,
+            32,
+            test_examples=1000,
+            family_optimizer=CLASSIC_MNIST1D_LR,
         )
     )
-    variants.append(_variant("char_lm", "char_lm", 300, 16, 64, test_examples=128))
+    # The small Fashion-MNIST split's whole test set (2000 images); the permuted variant is in
+    # the medium suite.
+    variants.append(
+        variant("seq_fashion_mnist", "seq_fashion_mnist", 200, 32, 32, test_examples=2000)
+    )
+    variants.append(variant("char_lm", "char_lm", 500, 16, 64, test_examples=128))
     return tuple(variants)
 
 

@@ -215,20 +215,23 @@ def test_copy_memory_checks():
 def test_parity_and_s5_checks():
     good = {
         "parity": _accuracy_row(0.5, lstm=1.0, gru=0.99, mamba=0.52, mingru=0.5, lru=0.7, s5=0.6),
+        "parity-negative": _accuracy_row(0.5, mamba=0.95, mingru=0.8),
         "s5_word": _accuracy_row(1 / 120, lstm=0.3, gru=0.2, mamba=0.05, lru=0.04),
     }
     bad = {
         "parity": _accuracy_row(0.5, lstm=0.6, gru=0.99, mamba=0.9, mingru=0.5, lru=0.5, s5=0.5),
+        "parity-negative": _accuracy_row(0.5, mamba=0.93, mingru=0.8),  # mamba gains only 0.03
         "s5_word": _accuracy_row(1 / 120, lstm=0.03, gru=0.02, mamba=0.05, lru=0.04),
     }
     for check in (
         compare.check_parity_gated,
         compare.check_parity_positive,
-        compare.check_parity_complex,
+        compare.check_parity_negative,
         compare.check_s5_word,
     ):
         assert check(good).status == "yes", check.__name__
         assert check(bad).status == "no", check.__name__
+    assert compare.check_parity_negative({"parity": good["parity"]}).status == "n/a"
 
 
 def test_induction_checks():
@@ -313,13 +316,19 @@ def test_every_check_runs_on_empty_results():
 # The suites
 
 
-def test_small_suite_covers_every_task_family_and_two_seeds():
+def test_small_suite_covers_every_task_family_and_three_seeds():
     specs = suites.runs("small")
     main = [s for s in specs if s.variant.group == "main"]
     assert {s.task for s in main} == set(tasks.names())
     for variant in {s.variant.name for s in main}:
         runs = {(s.family, s.seed) for s in main if s.variant.name == variant}
-        assert runs == {(f, k) for f in FAMILIES for k in (0, 1)}, variant
+        families = suites.NEGATIVE_FAMILIES if variant.endswith("-negative") else FAMILIES
+        assert runs == {(f, k) for f in families for k in (0, 1, 2)}, variant
+    for spec in main:
+        config = spec.config()
+        assert config.train.patience > 0 and config.train.evaluate_on == "best"
+        negative = config.model.cell_options.get("negative_transitions", False)
+        assert negative == spec.variant.name.endswith("-negative"), spec.key
     curve = [s for s in specs if s.variant.curve == "mqar-L64P4"]
     assert {s.config().model.width for s in curve} == {16, 32, 64, 128}
     induction = next(s for s in main if s.task == "induction_heads").config()
@@ -395,12 +404,12 @@ def test_real_view_of_lru_matches_lru_and_gives_gradient_norms():
 
 
 def test_state_size_counts_every_layer_in_real_numbers():
-    (mamba,) = [s for s in suites.runs("small", tasks=["parity"], seeds=[0]) if s.family == "mamba"]
+    parity = {s.family: s for s in suites.runs("small", tasks=["parity"], seeds=[0])
+              if s.variant.name == "parity"}  # fmt: skip
+    mamba, lru, lstm = parity["mamba"], parity["lru"], parity["lstm"]
     config = mamba.config()  # 2 layers, width 32, expand 2, d_state 16, conv window 3
     assert compare.state_size(config) == 2 * (64 * 16 + 3 * 64)
-    (lru,) = [s for s in suites.runs("small", tasks=["parity"], seeds=[0]) if s.family == "lru"]
     assert compare.state_size(lru.config()) == 2 * 2 * 32  # complex N = 32 per layer
-    (lstm,) = [s for s in suites.runs("small", tasks=["parity"], seeds=[0]) if s.family == "lstm"]
     assert compare.state_size(lstm.config()) == 2 * 32  # (h, c), one layer
 
 

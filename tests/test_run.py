@@ -27,7 +27,7 @@ from recurrax.run import (
     unknown_field,
 )
 from recurrax.tasks.spec import Batch, Task, TaskSpec
-from recurrax.train import OptimizerConfig, make_eval_step, summarize
+from recurrax.train import OptimizerConfig, init_state, make_eval_step, summarize
 
 
 def tiny(task, family, **train):
@@ -368,3 +368,65 @@ def test_main_ends_a_bad_config_field_in_one_line(tmp_path, flag, expected):
     assert lines[0].startswith("main.py: error: ") and expected in lines[0]
     assert flag.split("=")[0].removeprefix("--") in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_early_stopping_stops_after_patience_validations_without_a_new_best(tmp_path):
+    # A learning rate of 1e-12 moves no float32 parameter, so every validation loss equals the
+    # first; ties go to the earlier step, so the best stays at step 2 and the run stops when
+    # `patience` more validations have passed: at step 2 + 3 * 2 = 8 of 40.
+    config = tiny("adding", "gru", num_steps=40, eval_every=2, patience=3)
+    config.task.length = 12
+    config.optimizer.learning_rate = 1e-12
+    results = train_and_evaluate(config, tmp_path, progress=False)
+    assert results["stopped_early"] is True
+    assert results["steps"] == 8 and results["best_step"] == 2 and results["evaluated_step"] == 2
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if x["split"] == "valid"] == [2, 4, 6, 8]
+    # Resuming a stopped run does not train on.
+    again = train_and_evaluate(config, tmp_path, progress=False)
+    assert again["steps"] == 8 and again["stopped_early"] is True and again["resumed_from"] == 8
+
+
+def test_patience_zero_trains_every_step(tmp_path):
+    config = tiny("adding", "gru", num_steps=8, eval_every=2, patience=0)
+    config.task.length = 12
+    config.optimizer.learning_rate = 1e-12
+    results = train_and_evaluate(config, tmp_path, progress=False)
+    assert results["steps"] == 8 and results["stopped_early"] is False
+
+
+@pytest.mark.parametrize("evaluate_on", ["best", "last"])
+def test_the_test_metrics_are_those_of_the_chosen_checkpoint(evaluate_on, tmp_path):
+    # Steps far too large for Adam make the validation loss rise after its first minimum, so
+    # the best checkpoint is not the last one.
+    config = tiny("adding", "gru", num_steps=8, eval_every=2, keep_checkpoints=4)
+    config.train.evaluate_on = evaluate_on
+    config.task.length = 12
+    config.optimizer.learning_rate = 3.0
+    config.optimizer.warmup_steps = 0
+    results = train_and_evaluate(config, tmp_path, progress=False)
+    experiment = Experiment(config)
+    ckpts = Checkpoints(tmp_path / "checkpoints", keep=4, run_spec=experiment.run_spec())
+    best = ckpts.best_step()
+    assert ckpts.all_steps() == [2, 4, 6, 8] and best != 8 and results["best_step"] == best
+    assert results["evaluated_step"] == (best if evaluate_on == "best" else 8)
+    template = init_state(experiment.model, experiment.tx, jax.random.key(0))
+    eval_step = jax.jit(make_eval_step(experiment.model))
+    by_step = {
+        step: evaluate(
+            experiment, ckpts.restore(step, template).params, "test", 1, eval_step, None
+        )
+        for step in (best, 8)
+    }
+    assert by_step[best]["mse"] != by_step[8]["mse"]
+    assert results["test"] == pytest.approx(by_step[results["evaluated_step"]], rel=1e-6)
+
+
+def test_bad_early_stopping_settings_are_rejected():
+    for field, value, expected in (
+        ("patience", -1, "patience must be an int >= 0"),
+        ("evaluate_on", "final", "evaluate_on must be one of"),
+    ):
+        config = tiny("adding", "gru", **{field: value})
+        with pytest.raises(ValueError, match=expected):
+            Experiment(config)

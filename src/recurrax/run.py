@@ -59,7 +59,7 @@ from recurrax.train import (
     make_train_step,
     summarize,
 )
-from recurrax.validation import check_positive_int
+from recurrax.validation import check_choice, check_positive_int
 
 
 class TrainConfig(NamedTuple):
@@ -73,6 +73,10 @@ class TrainConfig(NamedTuple):
       eval_batches, test_batches: batches in a validation / the final test evaluation.
       keep_checkpoints: how many of the latest checkpoints to keep (the best is kept as well).
       truncated_bptt: carry the recurrent state from one batch to the next (per-step targets).
+      patience: early stopping: stop once this many validations in a row have not improved on the
+        best validation loss (0: never stop early; train all ``num_steps``).
+      evaluate_on: which parameters the final validation and test evaluations use: ``"best"``, the
+        checkpoint with the lowest validation loss, or ``"last"``, the final step's.
     """
 
     seed: int = 0
@@ -84,9 +88,12 @@ class TrainConfig(NamedTuple):
     test_batches: int = 16
     keep_checkpoints: int = 2
     truncated_bptt: bool = False
+    patience: int = 0
+    evaluate_on: str = "best"
 
 
 TRAIN_FIELDS = TrainConfig._fields
+EVALUATE_ON = ("best", "last")
 SECTIONS = ("task", "model", "optimizer", "train")
 SIZES = ("small", "full")
 LINEAR_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -227,6 +234,16 @@ class Experiment:
             "keep_checkpoints",
         ):
             check_positive_int(f"config.train.{name}", train[name])
+        if (
+            not isinstance(train.patience, int)
+            or isinstance(train.patience, bool)
+            or train.patience < 0
+        ):
+            raise ValueError(
+                f"config.train.patience must be an int >= 0 (0: no early stopping); "
+                f"got {train.patience!r}"
+            )
+        check_choice("config.train.evaluate_on", train.evaluate_on, EVALUATE_ON)
         devices = jax.local_device_count()
         if train.batch_size % devices:
             raise ValueError(
@@ -335,8 +352,9 @@ def train_and_evaluate(
     writer = MetricWriter(workdir)
     line = ProgressLine(train.num_steps, every=train.log_every) if progress else None
     started = time.perf_counter()
+    stopped_early = _patience_spent(checkpoints, start, train)
     try:
-        for step in range(start, train.num_steps):
+        for step in range(start, train.num_steps if not stopped_early else start):
             batch = _device_batch(experiment.batch("train", step), sharding)
             state, metrics = train_step(state, batch, train_key)
             loss = float(metrics["loss"])
@@ -357,6 +375,9 @@ def train_and_evaluate(
                 )
                 writer.write(done, "valid", valid)
                 checkpoints.save(done, state, {"valid_loss": valid["loss"]})
+                if done < train.num_steps and _patience_spent(checkpoints, done, train):
+                    stopped_early = True
+                    break
     finally:
         if line is not None:
             line.close()
@@ -370,7 +391,21 @@ def train_and_evaluate(
         workdir,
         time.perf_counter() - started,
         start,
+        stopped_early,
     )
+
+
+def _patience_spent(checkpoints: Checkpoints, step: int, train) -> bool:
+    """Early stopping: whether ``train.patience`` validations have passed since the best one.
+
+    Validations happen every ``eval_every`` steps, so ``patience`` validations without a new best
+    are ``patience * eval_every`` steps after the best checkpoint's step. Checked after every
+    validation and, on resume, before the loop (a run that had stopped stays stopped).
+    """
+    best = checkpoints.best_step()
+    if train.patience == 0 or best is None:
+        return False
+    return step - best >= train.patience * train.eval_every
 
 
 def _zero_carries(experiment: Experiment, batch_size: int):
@@ -383,8 +418,16 @@ def _zero_carries(experiment: Experiment, batch_size: int):
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), carries)
 
 
-def _finish(experiment, checkpoints, state, eval_step, sharding, workdir, seconds, start):
+def _finish(
+    experiment, checkpoints, state, eval_step, sharding, workdir, seconds, start, stopped_early
+):
     train = experiment.train
+    steps = int(state.step)
+    evaluated_step = steps
+    if train.evaluate_on == "best" and checkpoints.best_step() is not None:
+        evaluated_step = checkpoints.best_step()
+        if evaluated_step != steps:
+            state = checkpoints.restore(evaluated_step, state)
     valid = evaluate(experiment, state.params, "valid", train.eval_batches, eval_step, sharding)
     test = evaluate(experiment, state.params, "test", train.test_batches, eval_step, sharding)
     extra = {}
@@ -398,7 +441,9 @@ def _finish(experiment, checkpoints, state, eval_step, sharding, workdir, second
         "task": experiment.spec.name,
         "cell": experiment.model_config.cell,
         "metric": experiment.spec.metric,
-        "steps": int(state.step),
+        "steps": steps,
+        "stopped_early": stopped_early,
+        "evaluated_step": evaluated_step,
         "resumed_from": start,
         "train_seconds": seconds,
         "param_count": int(sum(x.size for x in jax.tree.leaves(state.params))),
@@ -419,10 +464,11 @@ def _finish(experiment, checkpoints, state, eval_step, sharding, workdir, second
 def evaluate_at_lengths(
     config: ml_collections.ConfigDict, workdir: str | os.PathLike, lengths: Sequence[int]
 ) -> dict[str, dict[str, float]]:
-    """Test metrics of a finished run's final parameters at each fixed length ``L``.
+    """Test metrics of a finished run's parameters at each fixed length ``L``.
 
-    Restores the latest checkpoint in ``workdir`` (the final step: :func:`train_and_evaluate`
-    saves at the last step) and evaluates ``config.train.test_batches`` test batches of a task
+    Restores the checkpoint that :func:`train_and_evaluate` evaluated (the best by validation loss
+    with ``config.train.evaluate_on == "best"``, else the latest, which is the final step) and
+    evaluates ``config.train.test_batches`` test batches of a task
     config with ``test_min_length = test_max_length = L`` (the length fields of parity and the S5
     word problem). Returns ``{str(L): metrics}``.
     """
@@ -433,7 +479,10 @@ def evaluate_at_lengths(
         run_spec=experiment.run_spec(),
     )
     template = init_state(experiment.model, experiment.tx, jax.random.key(config.train.seed))
-    state = checkpoints.restore(checkpoints.latest_step(), template)
+    step = checkpoints.latest_step()
+    if experiment.train.evaluate_on == "best" and checkpoints.best_step() is not None:
+        step = checkpoints.best_step()
+    state = checkpoints.restore(step, template)
     eval_step = jax.jit(make_eval_step(experiment.model))
     sharding = data_sharding()
     out = {}
