@@ -43,10 +43,9 @@ from typing import Any
 
 import ml_collections
 from experiments.configs.common import make_config
-
 from experiments.recipes import recipe
 
-from recurrax.models import CLASSIC, FAMILIES, LINEAR  # noqa: F401 — CLASSIC re-exported
+from recurrax.models import CLASSIC, FAMILIES, LINEAR
 
 # The family list and its classic / linear split live in recurrax.models (FAMILIES, CLASSIC, LINEAR);
 # the groups below split the linear families by how their transition depends on the input.

@@ -413,9 +413,7 @@ def test_the_test_metrics_are_those_of_the_chosen_checkpoint(evaluate_on, tmp_pa
     template = init_state(experiment.model, experiment.tx, jax.random.key(0))
     eval_step = jax.jit(make_eval_step(experiment.model))
     by_step = {
-        step: evaluate(
-            experiment, ckpts.restore(step, template).params, "test", 1, eval_step, None
-        )
+        step: evaluate(experiment, ckpts.restore(step, template).params, "test", 1, eval_step, None)
         for step in (best, 8)
     }
     assert by_step[best]["mse"] != by_step[8]["mse"]
