@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for experimen
 
 import jax
 from absl import app, flags, logging
-from experiments import runner, suites
+from experiments import parts, runner, suites
 from experiments.checks import (  # noqa: F401 — re-exported: the checks, by name
     CHECKS,
     NA,
@@ -117,6 +117,12 @@ def define_flags() -> None:
         "JAX persistent compilation cache (runs that differ only in the seed compile once); "
         "default <workdir>/jax-cache, 'none' to turn it off",
     )
+    flags.DEFINE_string(
+        "parts_dir",
+        None,
+        "keep each row's results in a part file here and assemble the report from every part "
+        f"(default for the medium suite: {suites.DEFAULT_PARTS['medium']}; 'none' to turn off)",
+    )
     flags.DEFINE_bool("dry_run", False, "list the runs and exit")
 
 
@@ -131,12 +137,17 @@ def run_comparison(
     command: str = "",
     gradient_plot: bool = True,
     compilation_cache: str | os.PathLike | None = None,
+    parts_dir: str | os.PathLike | None = None,
+    suite_specs: Sequence[RunSpec] = (),
     log: Callable[[str], None] = runner._print,
 ) -> dict[str, Any]:
     """Runs ``specs`` in ``workdir`` and writes the report, CSV and plots.
 
     ``compilation_cache`` turns on JAX's persistent compilation cache in that directory: runs that
     differ only in their seed (or repeat a shape) then skip most of their compile time.
+
+    With ``parts_dir``, each row run now is saved there as a part file (``experiments/parts.py``)
+    and the report also covers the rows of ``suite_specs`` that earlier parts hold.
 
     Returns ``{"outcomes", "summaries", "checks", "report", "csv", "plots"}``.
     """
@@ -151,6 +162,21 @@ def run_comparison(
         directory.mkdir(parents=True, exist_ok=True)
     log(f"{len(specs)} runs in {workdir}")
     outcomes = runner.execute(specs, workdir, log=log)
+    used_parts: list[dict[str, Any]] = []
+    if parts_dir is not None:
+        saved = parts.save_parts(outcomes, parts_dir, command=command)
+        log(f"saved {len(saved)} part files in {parts_dir}")
+        ran = {s.variant.name for s in specs}
+        earlier, used_parts, stale = parts.load_parts(
+            [s for s in suite_specs if s.variant.name not in ran], parts_dir
+        )
+        for name in stale:
+            log(f"  left out (its config changed since it ran): {name}")
+        outcomes = [*outcomes, *earlier]
+        used_parts += [
+            {"variant": v, "date": "this command", "command": command}
+            for v in sorted({o.spec.variant.name for o in outcomes if o.spec.variant.name in ran})
+        ]
     summaries = summarize(outcomes)
     plots = plot_learning_curves(outcomes, plots_dir)
     plots += plot_lengths(summaries, plots_dir)
@@ -170,6 +196,7 @@ def run_comparison(
         plots=plots,
         gradient_curves=gradient_curves,
         elapsed=time.perf_counter() - started,
+        parts=used_parts,
     )
     checks = run_checks(summaries)
     for check, result in checks:
@@ -231,6 +258,9 @@ def main(argv):
         print(f"{len(specs)} runs")
         return
     report = FLAGS.report or suites.DEFAULT_REPORTS[suite]
+    parts_dir = FLAGS.parts_dir or suites.DEFAULT_PARTS.get(suite)
+    if parts_dir == "none" or FLAGS.num_steps is not None:
+        parts_dir = None  # a smoke run never writes parts
     cache = FLAGS.compilation_cache or str(Path(workdir) / "jax-cache")
     run_comparison(
         specs,
@@ -241,6 +271,8 @@ def main(argv):
         suite=suite,
         command=shlex.join(["python", *sys.argv]),
         compilation_cache=None if cache == "none" else cache,
+        parts_dir=parts_dir,
+        suite_specs=suites.runs(suite, families=FLAGS.families),
     )
 
 

@@ -16,7 +16,6 @@ from experiments.suites import TIME_INVARIANT
 
 from recurrax import cells as cell_lib
 from recurrax.diagnostics import state_gradient_norms
-from recurrax.metrics import read_jsonl
 from recurrax.models import CLASSIC, FAMILIES
 
 # Gradient norms at initialisation
@@ -113,15 +112,10 @@ def _learning_curve(outcomes: Sequence[Any]) -> tuple[list[int], list[float]]:
     """Mean over seeds of the valid headline metric at each eval step."""
     by_step: dict[int, list[float]] = {}
     for outcome in outcomes:
-        path = outcome.rundir / "metrics.jsonl"
-        if not path.exists():
-            continue
-        for record in read_jsonl(path):
-            if record.get("split") != "valid":
-                continue
+        for step, record in outcome.valid_curve or ():
             value = record.get(metric_key(outcome.metric))
             if value is not None:
-                by_step.setdefault(int(record["step"]), []).append(float(value))
+                by_step.setdefault(int(step), []).append(float(value))
     steps = sorted(by_step)
     return steps, [float(np.mean(by_step[s])) for s in steps]
 

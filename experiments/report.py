@@ -14,7 +14,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from experiments.checks import NA, fmt, mqar_curves, run_checks, variants_of
+from experiments.checks import CHECKS, NA, fmt, mqar_curves, run_checks, variants_of
+from experiments.parts import describe as describe_parts
 from experiments.runner import REAL_DATA_TASKS, Outcome, duration
 from experiments.stats import (
     SINGLE_SEED_TOLERANCE,
@@ -25,6 +26,7 @@ from experiments.stats import (
     lower_is_better,
     metric_key,
 )
+from experiments.suites import FULL, RunSpec, Variant
 
 from recurrax.models import FAMILIES
 
@@ -43,6 +45,10 @@ CSV_FIELDS = (
     "param_count",
     "state_size",
     "steps",
+    "max_steps",
+    "stopped_early",
+    "evaluated_step",
+    "init",
     "batch_size",
     "width",
     "depth",
@@ -85,6 +91,10 @@ def write_csv(outcomes: Sequence[Outcome], path: Path) -> Path:
                 "param_count": results.get("param_count"),
                 "state_size": o.state_size,
                 "steps": settings.get("steps"),
+                "max_steps": settings.get("max_steps"),
+                "stopped_early": settings.get("stopped_early"),
+                "evaluated_step": settings.get("evaluated_step"),
+                "init": settings.get("init"),
                 "batch_size": settings.get("batch_size"),
                 "width": settings.get("width"),
                 "depth": settings.get("depth"),
@@ -185,12 +195,17 @@ def results_lines(
     return lines
 
 
+def _per_seed(values) -> str:
+    values = [v for v in (values if isinstance(values, tuple) else (values,)) if v is not None]
+    return ", ".join(str(v) for v in values) if values else "—"
+
+
 def settings_lines(main: Sequence[str], summaries: Summaries) -> list[str]:
     """Per (task, family): the settings of its runs, from their stored records."""
     lines = [
-        "| task | family | depth | width | parameters | lr | schedule | weight decay | steps "
-        "| batch | test examples | seeds |",
-        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
+        "| task | family | depth | width | parameters | init | lr | schedule | weight decay "
+        "| max steps | patience | steps trained | evaluated step | batch | test examples | seeds |",
+        "|---|---|---:|---:|---:|---|---:|---|---:|---:|---:|---|---|---:|---:|---|",
     ]
     for variant in main:
         row = summaries.get(variant, {})
@@ -201,11 +216,73 @@ def settings_lines(main: Sequence[str], summaries: Summaries) -> list[str]:
             seeds = ",".join(str(k) for k in s.get("seeds", ()))
             lines.append(
                 f"| {variant} | {family} | {s.get('depth', '—')} | {s.get('width', '—')} | "
-                f"{_short_count(s.get('param_count'))} | {_g(s.get('learning_rate'))} | "
+                f"{_short_count(s.get('param_count'))} | {s.get('init') or '—'} | "
+                f"{_g(s.get('learning_rate'))} | "
                 f"{s.get('schedule') or '—'} | {_g(s.get('weight_decay'))} | "
-                f"{s.get('steps', '—')} | {s.get('batch_size', '—')} | "
-                f"{s.get('test_examples', '—')} | {seeds} |"
+                f"{s.get('max_steps') or '—'} | {s.get('patience') or 'off'} | "
+                f"{_per_seed(s.get('steps'))} | {_per_seed(s.get('evaluated_step'))} | "
+                f"{s.get('batch_size', '—')} | {s.get('test_examples', '—')} | {seeds} |"
             )
+    return lines
+
+
+def _counterpart(variant: str, full: Sequence[Variant]) -> Variant | None:
+    """The ``full`` suite's variant for a row: the same name, else the first of the same task."""
+    task = variant.split("-")[0]
+    same = [v for v in full if v.name == variant] or [v for v in full if v.task == task]
+    return same[0] if same else None
+
+
+def _span(values) -> str:
+    values = sorted({v for v in values if v is not None})
+    if not values:
+        return "—"
+    return str(values[0]) if len(values) == 1 else f"{values[0]}–{values[-1]}"
+
+
+def gap_lines(main: Sequence[str], summaries: Summaries) -> list[str]:
+    """Per row: our setting beside the published one (the ``full`` suite's variant of the task,
+    :data:`experiments.suites.FULL`), the differences named, and the published result."""
+    lines = [
+        "| task | ours | published | gap | published result |",
+        "|---|---|---|---|---|",
+    ]
+    expected: dict[str, str] = {}
+    for check in CHECKS:
+        expected[check.task] = "; ".join(filter(None, (expected.get(check.task), check.expected)))
+    for variant in main:
+        row = summaries.get(variant, {})
+        if not row:
+            continue
+        full = _counterpart(variant, FULL)
+        if full is None:
+            continue
+        settings = [c.settings for c in row.values()]
+        ours_task = next(iter(row.values())).task_config
+        published = [RunSpec(full, f, 0).config() for f in row]
+        theirs_task = published[0].task.to_dict()
+        ours = {
+            "width": _span(s.get("width") for s in settings),
+            "depth": _span(s.get("depth") for s in settings),
+            "steps": _span(s.get("max_steps") for s in settings),
+            "batch": _span(s.get("batch_size") for s in settings),
+        }
+        theirs = {
+            "width": _span(c.model.width for c in published),
+            "depth": _span(c.model.num_layers for c in published),
+            "steps": _span(c.train.num_steps for c in published),
+            "batch": _span(c.train.batch_size for c in published),
+        }
+        for field in sorted(set(ours_task) & set(theirs_task)):
+            a, b = ours_task[field], theirs_task[field]
+            if isinstance(a, int | float | str | bool) and a != b and field != "name":
+                ours[field], theirs[field] = str(a), str(b)
+        gap = [f"{k} {ours[k]} vs {theirs[k]}" for k in ours if ours[k] != theirs[k]]
+        lines.append(
+            f"| {variant} | " + ", ".join(f"{k} {v}" for k, v in ours.items()) + " | "
+            + ", ".join(f"{k} {v}" for k, v in theirs.items()) + f" | {'; '.join(gap) or 'none'} | "
+            f"{expected.get(full.task, '—')} |"
+        )  # fmt: skip
     return lines
 
 
@@ -245,6 +322,7 @@ def write_report(
     plots: Sequence[Path],
     gradient_curves: Mapping[str, np.ndarray] | None,
     elapsed: float,
+    parts: Sequence[Mapping[str, str]] = (),
 ) -> Path:
     """The markdown report: header, results, settings, cost, ordering checks, curves, plots."""
     by_variant: dict[str, list[Outcome]] = {}
@@ -268,6 +346,17 @@ def write_report(
         f"{duration(elapsed)}",
         f"- Every run: `{csv_path.name}`; suite definition: `experiments/suites.py`",
         "",
+        *(
+            [
+                "Assembled from parts (`experiments/parts.py`): each row is run by its own command "
+                "and kept in a part file; the rows, when they ran and how:",
+                "",
+                *describe_parts(parts),
+                "",
+            ]
+            if parts
+            else []
+        ),
         "## Results",
         "",
         "Headline metric on the test split: mean over seeds and, with two seeds or more, its 95% "
@@ -287,10 +376,22 @@ def write_report(
         "## Settings",
         "",
         "Per task and family, from the runs' stored records (`results.json`): layers, width, "
-        "parameters, peak learning rate, schedule, weight decay, steps, batch size, test-set size "
-        "(examples in the test evaluation) and seeds.",
+        "parameters, the cell options that differ from the cell's defaults (`init`; the recipes "
+        "of `experiments/recipes.py`), peak learning rate, schedule, weight decay, the step "
+        "budget, early-stopping patience (validations without a new best validation loss), the "
+        "steps each seed trained and the step whose checkpoint (the best by validation loss) the "
+        "test scores, batch size, test-set size (examples in the test evaluation) and seeds.",
         "",
         *settings_lines(main, summaries),
+        "",
+        "## Published configuration beside ours",
+        "",
+        "Per row, our setting (from the runs' records; ranges over families) beside the published "
+        "one (the `full` suite of `experiments/suites.py`, which follows the papers), the "
+        "differences named, and the published results or expectations of the task. Task fields "
+        "that differ (length, delay, vocabulary, sizes) are listed with the model and budget.",
+        "",
+        *gap_lines(main, summaries),
         "",
         "## Cost",
         "",

@@ -24,6 +24,7 @@ from experiments.stats import chance, headline, metric_key
 from experiments.suites import RunSpec
 
 import recurrax.tasks as tasks
+from recurrax.metrics import read_jsonl
 from recurrax.run import config_hash, evaluate_at_lengths, resolved_config, state_size
 from recurrax.run import train_and_evaluate as _train_and_evaluate
 from recurrax.tasks.data_files import MissingDataError, is_available
@@ -47,6 +48,7 @@ def _print(line: str) -> None:
 class Outcome:
     """What happened to one run of the suite.
 
+    ``valid_curve`` is the run's validation learning curve, ``[(step, metrics), ...]``.
     ``status`` is ``"trained"`` (trained, or resumed and finished, by this invocation),
     ``"reused"`` (its stored results were made by the same config), ``"skipped"`` (its data are
     missing: ``reason``) or ``"failed"`` (an exception: ``reason``). ``results`` is the run's
@@ -63,6 +65,7 @@ class Outcome:
     state_size: int | None = None
     metric: str | None = None
     baseline: float | None = None
+    valid_curve: list[tuple[int, dict[str, float]]] | None = None
 
     @property
     def value(self) -> float | None:
@@ -91,6 +94,11 @@ def run_settings(results: Mapping[str, Any]) -> dict[str, Any]:
         "weight_decay": optimizer.get("weight_decay"),
         "schedule": schedule_text(optimizer) if optimizer else None,
         "steps": results.get("steps"),
+        "max_steps": train.get("num_steps"),
+        "patience": train.get("patience"),
+        "stopped_early": results.get("stopped_early"),
+        "evaluated_step": results.get("evaluated_step"),
+        "init": init_text(model.get("cell_options") or {}),
         "batch_size": train.get("batch_size"),
         "test_examples": (
             train["test_batches"] * train["batch_size"]
@@ -100,6 +108,15 @@ def run_settings(results: Mapping[str, Any]) -> dict[str, Any]:
         "seed": train.get("seed"),
     }
     return out
+
+
+def init_text(cell_options: Mapping[str, Any]) -> str:
+    """The cell options that differ from the cell's defaults, ``"r_min=0.999, r_max=0.9999"``
+    (``"defaults"`` when there are none)."""
+    if not cell_options:
+        return "defaults"
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in sorted(cell_options.items()))  # fmt: skip
 
 
 def schedule_text(optimizer: Mapping[str, Any]) -> str:
@@ -256,6 +273,7 @@ def execute(
                     },
                 )
             outcome.results = results
+            outcome.valid_curve = valid_curve(rundir)
             if spec.variant.curve is not None:
                 outcome.state_size = state_size(config)
         except Exception as error:  # a failed run is reported, and the others still run
@@ -273,6 +291,18 @@ def execute(
             f"  [total {duration(time.perf_counter() - started)}]"
         )
     return outcomes
+
+
+def valid_curve(rundir: Path) -> list[tuple[int, dict[str, float]]]:
+    """``[(step, validation metrics), ...]`` from the run's ``metrics.jsonl``."""
+    path = rundir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [
+        (int(r["step"]), {k: v for k, v in r.items() if k not in ("step", "split")})
+        for r in read_jsonl(path)
+        if r.get("split") == "valid"
+    ]
 
 
 def _length_eval(config, rundir: Path, lengths) -> dict[str, dict[str, float]]:

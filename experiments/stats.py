@@ -259,6 +259,8 @@ def summarize(outcomes: Sequence[Any]) -> dict[str, dict[str, Summary]]:
         settings = dict(group[0].settings)
         settings.pop("seed", None)
         settings["seeds"] = tuple(sorted(o.settings.get("seed", o.spec.seed) for o in group))
+        for key in ("steps", "evaluated_step"):  # per seed: early stopping makes them differ
+            settings[key] = tuple(o.settings.get(key) for o in group)
         stored_task = (group[0].results.get("config") or {}).get("task")
         table.setdefault(variant, {})[family] = Summary(
             mean=float(array.mean()),

@@ -54,7 +54,7 @@ SELECTIVE = ("mamba", "rglru", "mingru", "minlstm")
 TIME_INVARIANT = tuple(f for f in LINEAR if f not in SELECTIVE)  # ("lru", "s5")
 """Linear recurrences whose transition does not depend on the input (LRU, S4D/S5)."""
 
-SUITE_NAMES = ("quick", "small", "full")
+SUITE_NAMES = ("quick", "small", "medium", "full")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,6 +322,106 @@ SMALL: tuple[Variant, ...] = _small()
 """The small suite: every task of the suite at its small configuration (see the module docstring)."""
 
 
+def _medium() -> tuple[Variant, ...]:
+    """Settings that follow the papers where a CPU can (see the module docstring)."""
+
+    def variant(name, task, steps, batch, width, families, **kwargs):
+        layers = kwargs.pop("layers", None)
+        model = {"num_layers": layers} if layers else {}
+        return _variant(
+            name, task, steps, batch, width, families=families, model=model, **MEDIUM_RUNS,
+            **kwargs,
+        )  # fmt: skip
+
+    gated = ("lstm", "gru")
+    parity_families = (*gated, *TIME_INVARIANT, *NEGATIVE_FAMILIES)
+    variants = [
+        # Mamba §4.1 at the small field: L + 2M = 256, M = 8 of vocab 16, 2 layers, d = 64.
+        variant(
+            "selective_copy",
+            "selective_copy",
+            4000,
+            32,
+            64,
+            ("lstm", *TIME_INVARIANT, "mamba", "rglru", "mingru"),
+            layers=2,
+        ),
+        # Mamba §4.1: induction heads trained at 256, 2 layers, d = 64; tested up to 4×.
+        variant(
+            "induction_heads",
+            "induction_heads",
+            3000,
+            32,
+            64,
+            ("lstm", "gru", *TIME_INVARIANT, "mamba", "rglru", "mingru"),
+            layers=2,
+            task_config={"length": 256, "test_lengths": (256, 512, 1024)},
+            test_examples=256,
+        ),
+        # The mnist1d reference: batch 100, lr 1e-2 (classic RNNs), 8000 steps; the whole test set.
+        variant(
+            "mnist1d",
+            "mnist1d",
+            8000,
+            100,
+            128,
+            ("lstm", "gru", *TIME_INVARIANT, "mamba", "mingru"),
+            test_examples=1000,
+            family_optimizer=CLASSIC_MNIST1D_LR,
+        ),
+        variant(
+            "adding-T1000",
+            "adding",
+            3000,
+            32,
+            64,
+            ("rnn", *gated, *TIME_INVARIANT, "mamba"),
+            task_config={"length": 1000},
+        ),
+    ]
+    for name, task, lengths in (
+        ("parity", "parity", (*PARITY_LENGTHS, 1000)),
+        ("s5_word", "s5_word", (*S5_LENGTHS, 512, 1000)),
+    ):
+        base = variant(
+            name,
+            task,
+            3000,
+            32,
+            64,
+            parity_families,
+            length_eval=lengths,
+            task_config={"test_max_length": 1000},
+        )
+        variants += [base, with_negative_transitions(base)]
+    variants += [
+        variant(
+            f"seq_fashion_mnist{suffix}",
+            "seq_fashion_mnist",
+            1500,
+            32,
+            64,
+            ("lstm", "gru", *TIME_INVARIANT),
+            test_examples=2000,
+            task_config={"permuted": permuted},
+        )
+        for suffix, permuted in (("", False), ("-permuted", True))
+    ]
+    # minGRU/minLSTM §4.3 train 3-layer models at context 256 on tiny Shakespeare; here the first
+    # 1M characters of the complete works (not comparable in absolute value).
+    variants.append(
+        variant("char_lm", "char_lm", 4000, 32, 128, ("lstm", "mamba", "mingru", "minlstm"),
+                layers=3, test_examples=256)
+    )  # fmt: skip
+    return tuple(variants)
+
+
+# The medium suite's rows: three seeds, twenty validations, patience of five validations.
+MEDIUM_RUNS = {"seeds": 3, "evals": 20, "patience": 5}
+MEDIUM: tuple[Variant, ...] = _medium()
+"""The medium suite: the papers' configurations where a CPU can (see the module docstring)."""
+
+
 def _full() -> tuple[Variant, ...]:
     """Published settings for an accelerator: full task configs, wider models, long training."""
 
@@ -399,13 +499,23 @@ def _full() -> tuple[Variant, ...]:
 FULL: tuple[Variant, ...] = _full()
 """The full suite: the published settings, for an accelerator (see the module docstring)."""
 
-SUITES: dict[str, tuple[Variant, ...]] = {"quick": QUICK, "small": SMALL, "full": FULL}
+SUITES: dict[str, tuple[Variant, ...]] = {
+    "quick": QUICK,
+    "small": SMALL,
+    "medium": MEDIUM,
+    "full": FULL,
+}
 
 DEFAULT_REPORTS = {
     "quick": "workdirs/compare-quick/RESULTS.md",
     "small": "RESULTS.md",
+    "medium": "RESULTS-medium.md",
     "full": "RESULTS-full.md",
 }
+
+
+DEFAULT_PARTS = {"medium": "experiments/results/medium"}
+"""Suites whose rows are kept per row in committed part files (``experiments/parts.py``)."""
 
 
 def variants(suite: str) -> tuple[Variant, ...]:

@@ -1,6 +1,7 @@
 """Tests of the comparison runner (experiments/compare.py) and the suites (experiments/suites.py)."""
 
 import csv
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -550,3 +551,46 @@ def test_family_groups_come_from_the_one_family_list():
     assert set(suites.SELECTIVE) | set(suites.TIME_INVARIANT) == set(models.LINEAR)
     assert not set(suites.SELECTIVE) & set(suites.TIME_INVARIANT)
     assert set(suites.MQAR_CURVE_FAMILIES) <= set(FAMILIES)
+
+
+def test_a_report_is_assembled_from_parts_run_at_different_times(tmp_path, monkeypatch):
+    from experiments import parts
+
+    monkeypatch.setattr(runner, "missing_data_reason", lambda config: None)
+    variants = _tiny_variants()[:2]  # adding-T12 and parity
+    suite_specs = suites.runs(variants)
+    parts_dir = tmp_path / "parts"
+
+    def part(task, workdir):
+        return compare.run_comparison(
+            suites.runs(variants, tasks=[task]),
+            workdir=tmp_path / workdir,
+            report=tmp_path / "RESULTS.md",
+            suite="test",
+            command=f"compare --tasks={task}",
+            gradient_plot=False,
+            parts_dir=parts_dir,
+            suite_specs=suite_specs,
+            log=lambda line: None,
+        )
+
+    part("adding", "first")
+    assert sorted(p.name for p in parts_dir.iterdir()) == ["adding-T12.json"]
+    # The second part runs elsewhere (the first part's run directories are gone): its report
+    # still holds the first part's rows, from the part file alone.
+    out = part("parity", "second")
+    statuses = {(o.spec.variant.name, o.status) for o in out["outcomes"]}
+    assert statuses == {("adding-T12", "reused"), ("parity", "trained")}
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "| adding-T12 | mse ↓ | 0.167 |" in report and "| parity | accuracy ↑ |" in report
+    assert "`compare --tasks=adding`" in report and "`compare --tasks=parity`" in report
+    stored = next(o for o in out["outcomes"] if o.spec.variant.name == "adding-T12")
+    assert stored.valid_curve and stored.valid_curve[0][0] == 3  # evals at steps 3 and 6
+    assert (tmp_path / "plots/learning-curves-adding.png").exists()
+
+    # A part whose config no longer matches the suite is left out and named.
+    changed = [dataclasses.replace(variants[0], model={"width": 6, "state_size": 6}), variants[1]]
+    outcomes, used, stale = parts.load_parts(suites.runs(changed), parts_dir)
+    assert {o.spec.variant.name for o in outcomes} == {"parity"}
+    assert stale == ["adding-T12/rnn/seed0", "adding-T12/lstm/seed0"]
+    assert [u["variant"] for u in used] == ["parity"]

@@ -1,0 +1,136 @@
+"""A suite's results kept per row in committed files, so that a report can be assembled from parts.
+
+A long suite (``medium``) is run a few rows at a time (``compare.py --suite=medium
+--tasks=parity``), on different days. After each part, :func:`save_parts` writes one JSON file per
+row (variant) into the suite's parts directory: every run's stored record (``results.json``: the
+resolved config and its hash, metrics, steps), its validation learning curve, its accuracy at
+fixed lengths, its wall time, and the command and date of the part. :func:`load_parts` reads them
+back as :class:`experiments.runner.Outcome` values for the rows this invocation did not run, so
+the report covers every row that has ever been run, without the run directories.
+
+A stored run stands for a run of the suite only while its config hash equals the hash of the
+suite's config for it now; a part whose runs no longer match is left out of the report and named
+(:func:`load_parts` returns it among the stale), never mixed in.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from experiments.runner import Outcome, read_json, write_json
+from experiments.suites import RunSpec
+
+from recurrax.run import config_hash
+
+PART_VERSION = 1
+
+
+def part_path(directory: str | os.PathLike, variant: str) -> Path:
+    return Path(directory) / f"{variant}.json"
+
+
+def save_parts(
+    outcomes: Sequence[Outcome], directory: str | os.PathLike, *, command: str
+) -> list[Path]:
+    """Writes one part file per variant of ``outcomes`` (runs with results only); returns them.
+
+    A variant none of whose runs has results keeps its earlier part file, if any.
+    """
+    by_variant: dict[str, list[Outcome]] = {}
+    for outcome in outcomes:
+        if outcome.results is not None:
+            by_variant.setdefault(outcome.spec.variant.name, []).append(outcome)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    paths = []
+    for variant, group in by_variant.items():
+        runs = [
+            {
+                "family": o.spec.family,
+                "seed": o.spec.seed,
+                "results": o.results,
+                "valid_curve": o.valid_curve,
+                "length_eval": o.length_eval,
+                "state_size": o.state_size,
+                "wall_seconds": o.wall_seconds,
+                "metric": o.metric,
+                "baseline": o.baseline,
+            }
+            for o in group
+        ]
+        path = part_path(directory, variant)
+        write_json(
+            path,
+            {"version": PART_VERSION, "variant": variant, "date": date, "command": command,
+             "runs": runs},
+        )  # fmt: skip
+        paths.append(path)
+    return paths
+
+
+def load_parts(
+    specs: Sequence[RunSpec], directory: str | os.PathLike
+) -> tuple[list[Outcome], list[dict[str, Any]], list[str]]:
+    """The stored outcomes of ``specs`` from ``directory``, the parts used, and the stale ones.
+
+    Returns ``(outcomes, parts, stale)``: an :class:`Outcome` (status ``"reused"``) for every spec
+    whose part holds a run with the same config hash; ``parts`` are ``{"variant", "date",
+    "command"}`` of the part files used; ``stale`` names the variants whose part holds runs of
+    another config (left out).
+    """
+    directory = Path(directory)
+    wanted: dict[str, list[RunSpec]] = {}
+    for spec in specs:
+        wanted.setdefault(spec.variant.name, []).append(spec)
+    outcomes, parts, stale = [], [], []
+    for variant, group in wanted.items():
+        path = part_path(directory, variant)
+        if not path.exists():
+            continue
+        part = read_json(path)
+        if part.get("version") != PART_VERSION:
+            stale.append(f"{variant} (part format {part.get('version')})")
+            continue
+        stored = {(r["family"], r["seed"]): r for r in part["runs"]}
+        used = False
+        for spec in group:
+            run = stored.get((spec.family, spec.seed))
+            if run is None:
+                continue
+            if run["results"].get("config_hash") != config_hash(spec.config()):
+                stale.append(f"{variant}/{spec.family}/seed{spec.seed}")
+                continue
+            used = True
+            outcomes.append(
+                Outcome(
+                    spec,
+                    directory / variant,
+                    "reused",
+                    results=run["results"],
+                    wall_seconds=run["wall_seconds"],
+                    length_eval=run["length_eval"],
+                    state_size=run["state_size"],
+                    metric=run["metric"],
+                    baseline=run["baseline"],
+                    valid_curve=[tuple(point) for point in run.get("valid_curve") or []],
+                )
+            )
+        if used:
+            parts.append({k: part[k] for k in ("variant", "date", "command")})
+    return outcomes, parts, stale
+
+
+def describe(parts: Sequence[dict[str, Any]]) -> list[str]:
+    """Markdown lines: which part made which rows, when, with which command."""
+    lines = ["| rows | date | command |", "|---|---|---|"]
+    by_command: dict[tuple[str, str], list[str]] = {}
+    for part in parts:
+        by_command.setdefault((part["date"], part["command"]), []).append(part["variant"])
+    for (date, command), variants in sorted(by_command.items()):
+        lines.append(f"| {', '.join(variants)} | {date} | `{command}` |")
+    return lines
