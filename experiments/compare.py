@@ -2,6 +2,7 @@
 
     python experiments/compare.py --suite=quick              # ~10 min on a 2-core CPU
     python experiments/compare.py --suite=small              # every task, ~90 min; RESULTS.md
+    python experiments/compare.py --suite=medium --tasks=parity   # one part of RESULTS-medium.md
     python experiments/compare.py --suite=full               # published settings, accelerator
 
 The suites are defined in ``experiments/suites.py``. Each run trains with

@@ -8,7 +8,7 @@ and :meth:`RunSpec.config` builds the run's config from ``experiments/configs/co
 plus the overrides, so that a run of the suite is exactly ``experiments/main.py`` with
 ``--config=experiments/configs/<task>.py:<family>[,full]`` and the same ``--config.*`` overrides.
 
-Three suites (the times are wall seconds per run, measured on the 2-core CPU this was written on,
+Four suites (the times are wall seconds per run, measured on the 2-core CPU this was written on,
 with ``train_and_evaluate`` in one process, one run after another; "cheap" families are rnn, lstm,
 gru, mingru, rglru, lru, s5, minlstm, and mamba the most expensive, see below):
 
@@ -19,12 +19,26 @@ the tanh RNN stays at the adding baseline while gated and linear models go below
 recurrences learn copy memory where the LSTM stalls, and LSTM/GRU solve parity where the
 positive-real diagonal recurrences (Mamba, minGRU) stay at chance.
 
-``small`` — every task of the suite (``recurrax.tasks``) at its small configuration, every family, two seeds, designed to
-finish in about 90 minutes here (the per-run wall times are in RESULTS.md). It also holds the MQAR
-state-size curve (MQAR at (64, 4) for widths 16…128 for a subset of families, one seed), induction
-heads evaluated at test lengths 64…1024 (4096 is too slow for the sequential cells on this CPU),
-and parity / S5 evaluated on their test-length split and at fixed lengths. The budget is a few hundred to two thousand steps per run at width 32–64, so most tasks
-are far from converged; the report says which published orderings show up anyway.
+``small`` — every task of the suite (``recurrax.tasks``) at its small configuration, every family,
+three seeds, within about 90 minutes here (the per-run wall times are in RESULTS.md). Each family
+runs its recipe (``experiments/recipes.py``: the papers' initialisation and learning rate, or the
+rate ``experiments/sweep.py`` chose on the validation split when a sweep file exists). Runs train
+up to a step budget with ten validations and stop early after four validations without a new best
+validation loss; the test scores the best checkpoint. Test sets: 256 generated examples for the
+synthetic tasks (128 for induction heads and the char-LM), the whole MNIST-1D test set (1000) and
+the small Fashion-MNIST test split (2000). It also holds parity with ``negative_transitions`` on the
+input-dependent diagonal recurrences (``parity-negative``), the MQAR state-size curve (MQAR at
+(64, 4) for widths 16…128 for a subset of families, one seed), induction heads evaluated at test
+lengths 64…1024, and parity / S5 evaluated at fixed lengths.
+
+``medium`` — the papers' configurations where a CPU can, for the families each claim is about:
+selective copying at L + 2M = 256 and induction heads trained at 256 (tested up to 1024) with
+two-layer width-64 models, MNIST-1D at its reference settings (batch 100, lr 1e-2 for the classic
+RNNs, 8000 steps), adding at T = 1000, parity and the S5 word problem tested up to length 1000
+with and without negative transitions, sequential and permuted Fashion-MNIST, and a 3-layer
+char-LM. Three seeds, twenty validations, patience five. It is run a part at a time
+(``--tasks=...``); each row is kept in ``experiments/results/medium/<row>.json`` and the report
+(``RESULTS-medium.md``) is assembled from every part (``experiments/parts.py``).
 
 ``full`` — the published settings (each task's full configuration, widths 128–256, tens of
 thousands of steps, three seeds), for an accelerator. Not run here.
@@ -37,8 +51,10 @@ state inside the loop (``recurrax.kernels.selective_scan``); no family is shrunk
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -55,6 +71,7 @@ TIME_INVARIANT = tuple(f for f in LINEAR if f not in SELECTIVE)  # ("lru", "s5")
 """Linear recurrences whose transition does not depend on the input (LRU, S4D/S5)."""
 
 SUITE_NAMES = ("quick", "small", "medium", "full")
+"""The suites, cheapest first (see the module docstring)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,7 +335,35 @@ def _small() -> tuple[Variant, ...]:
     return tuple(variants)
 
 
-SMALL: tuple[Variant, ...] = _small()
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SWEEP_FILES = {
+    "small": RESULTS_DIR / "sweep-small.json",
+    "medium": RESULTS_DIR / "sweep-medium.json",
+}
+"""Where ``experiments/sweep.py`` records each family's chosen learning rate per row."""
+
+
+def apply_sweep(variants: Sequence[Variant], path: Path) -> tuple[Variant, ...]:
+    """``variants`` with each family at the learning rate its sweep chose (``path``, written by
+    ``experiments/sweep.py``); rows or families the sweep has not covered keep their recipe."""
+    if not Path(path).exists():
+        return tuple(variants)
+    rows = json.loads(Path(path).read_text())["rows"]
+    out = []
+    for v in variants:
+        chosen = {f: c["chosen"] for f, c in rows.get(v.name, {}).items()}
+        optimizer = {
+            f: {
+                **v.family_optimizer.get(f, {}),
+                **({"learning_rate": chosen[f]} if f in chosen else {}),
+            }
+            for f in {*v.family_optimizer, *chosen}
+        }
+        out.append(dataclasses.replace(v, family_optimizer=optimizer))
+    return tuple(out)
+
+
+SMALL: tuple[Variant, ...] = apply_sweep(_small(), SWEEP_FILES["small"])
 """The small suite: every task of the suite at its small configuration (see the module docstring)."""
 
 
@@ -418,7 +463,7 @@ def _medium() -> tuple[Variant, ...]:
 
 # The medium suite's rows: three seeds, twenty validations, patience of five validations.
 MEDIUM_RUNS = {"seeds": 3, "evals": 20, "patience": 5}
-MEDIUM: tuple[Variant, ...] = _medium()
+MEDIUM: tuple[Variant, ...] = apply_sweep(_medium(), SWEEP_FILES["medium"])
 """The medium suite: the papers' configurations where a CPU can (see the module docstring)."""
 
 
@@ -513,6 +558,9 @@ DEFAULT_REPORTS = {
     "full": "RESULTS-full.md",
 }
 
+
+SWEPT_SUITES = {"small": _small, "medium": _medium}
+"""The suites ``experiments/sweep.py`` tunes, as builders of their rows at the recipes' rates."""
 
 DEFAULT_PARTS = {"medium": "experiments/results/medium"}
 """Suites whose rows are kept per row in committed part files (``experiments/parts.py``)."""
