@@ -389,5 +389,86 @@ CHECKS: tuple[Check, ...] = (
 """The expected orderings (published or predicted), each as a rule over the measured summaries."""
 
 
-def run_checks(summaries: Summaries) -> list[tuple[Check, CheckResult]]:
-    return [(check, check(summaries)) for check in CHECKS]
+def _target(task: str, families: Sequence[str], rule) -> Callable[[Summaries], CheckResult]:
+    """A check that every listed family (that ran) meets ``rule(summary) -> (ok, text)`` on the
+    first variant of ``task``."""
+
+    def check(s: Summaries) -> CheckResult:
+        row = s.get(task, {})
+        present = [f for f in families if f in row]
+        if not present:
+            return CheckResult(NA, f"no {task} runs for {', '.join(families)}")
+        results = [(f, *rule(row[f])) for f in present]
+        ok = all(good for _, good, _ in results)
+        return CheckResult("yes" if ok else "no", ", ".join(f"{f} {t}" for f, _, t in results))
+
+    return check
+
+
+def _at_least(threshold: float):
+    return lambda c: (c.mean >= threshold, f"{fmt(c.mean)} (≥ {threshold:g})")
+
+
+def _at_length(length: int, margin: float):
+    def rule(c: Summary):
+        value = c.by_length.get(length)
+        if value is None or c.baseline is None:
+            return False, f"no value at length {length}"
+        return (
+            value >= c.baseline + margin,
+            f"{fmt(value)} at L={length} (chance {fmt(c.baseline)})",
+        )
+
+    return rule
+
+
+def _far_below(task: str, leader: str, gap: float) -> Callable[[Summaries], CheckResult]:
+    def check(s: Summaries) -> CheckResult:
+        row = s.get(task, {})
+        if leader not in row or not any(f in row for f in TIME_INVARIANT):
+            return CheckResult(NA, f"no {task} runs for {leader} and lru/s5")
+        others = _means(row, TIME_INVARIANT)
+        ok = all(v <= row[leader].mean - gap for v in others.values())
+        return CheckResult(
+            "yes" if ok else "no", f"{leader} {fmt(row[leader].mean)} vs {_list(others)}"
+        )
+
+    return check
+
+
+def _chance_without_above_with(s: Summaries) -> CheckResult:
+    without = s.get("parity", {})
+    with_ = s.get("parity" + NEGATIVE_SUFFIX, {})
+    families = [f for f in ("mamba", "mingru") if f in without and f in with_]
+    if not families:
+        return CheckResult(
+            NA, "no parity runs of mamba/mingru with and without negative transitions"
+        )
+    ok = all(without[f].at_chance and with_[f].mean >= 0.75 for f in families)
+    text = ", ".join(
+        f"{f} without {fmt(without[f].mean)}{' (at chance)' if without[f].at_chance else ''}, "
+        f"with {fmt(with_[f].mean)}"
+        for f in families
+    )
+    return CheckResult("yes" if ok else "no", text)
+
+
+MEDIUM_TARGETS: tuple[Check, ...] = (
+    Check(3, "selective_copy", "Mamba ≥ 95%", "mamba accuracy ≥ 0.95", _target("selective_copy", ("mamba",), _at_least(0.95)), ("mamba",)),
+    Check(3, "selective_copy", "LRU/S5 stay far lower", "lru and s5 accuracy ≤ mamba − 0.3", _far_below("selective_copy", "mamba", 0.3), ("mamba", *TIME_INVARIANT)),
+    Check(4, "induction_heads", "Mamba ≥ 95% at its training length", "mamba accuracy ≥ 0.95 at L = 256", _target("induction_heads", ("mamba",), _at_least(0.95)), ("mamba",)),
+    Check(4, "induction_heads", "Mamba above chance at 4× its training length", "mamba accuracy at L = 1024 ≥ chance + 0.1", _target("induction_heads", ("mamba",), _at_length(1024, 0.1)), ("mamba",)),
+    Check(8, "mnist1d", "GRU ≥ 90%", "gru accuracy ≥ 0.90", _target("mnist1d", ("gru",), _at_least(0.90)), ("gru",)),
+    Check(7, "parity", "LSTM/GRU 100% on unseen lengths", "lstm and gru accuracy ≥ 0.99 on lengths 41–1000", _target("parity", ("lstm", "gru"), _at_least(0.99)), ("lstm", "gru")),
+    Check(7, "parity", "Mamba/minGRU at chance without negative transitions, well above with them", "at chance without; accuracy ≥ 0.75 with", _chance_without_above_with, ("mamba", "mingru")),
+)  # fmt: skip
+"""The ``medium`` suite's targets, checked on its report beside the expected orderings."""
+
+TARGETS: dict[str, tuple[Check, ...]] = {"medium": MEDIUM_TARGETS}
+"""Per suite: targets its report checks besides :data:`CHECKS`."""
+
+
+def run_checks(
+    summaries: Summaries, checks: Sequence[Check] = CHECKS
+) -> list[tuple[Check, CheckResult]]:
+    return [(check, check(summaries)) for check in checks]

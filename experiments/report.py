@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from experiments.checks import CHECKS, NA, fmt, mqar_curves, run_checks, variants_of
+from experiments.checks import CHECKS, NA, TARGETS, fmt, mqar_curves, run_checks, variants_of
 from experiments.parts import describe as describe_parts
 from experiments.runner import REAL_DATA_TASKS, Outcome, duration
 from experiments.stats import (
@@ -436,6 +436,23 @@ def write_report(
         f"Reproduced {tally['yes']} of {tally['yes'] + tally['no']} checkable orderings "
         f"({tally[NA]} not checkable with these runs).",
     ]
+    targets = run_checks(summaries, TARGETS.get(suite, ()))
+    if targets:
+        lines += [
+            "",
+            f"## Targets of the `{suite}` suite",
+            "",
+            "Each target as a rule over the table (`TARGETS` in `experiments/checks.py`); *no* "
+            "also when every family it compares is at chance.",
+            "",
+            "| row | task | target | rule | met | numbers |",
+            "|---:|---|---|---|---|---|",
+        ]
+        for check, result in targets:
+            lines.append(
+                f"| {check.row} | {check.task} | {check.expected} | {check.full_rule} | "
+                f"**{result.status}** | {result.evidence} |"
+            )
     lines += length_tables(summaries)
     curves = mqar_curves(summaries)
     if curves:

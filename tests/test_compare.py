@@ -594,3 +594,35 @@ def test_a_report_is_assembled_from_parts_run_at_different_times(tmp_path, monke
     assert {o.spec.variant.name for o in outcomes} == {"parity"}
     assert stale == ["adding-T12/rnn/seed0", "adding-T12/lstm/seed0"]
     assert [u["variant"] for u in used] == ["parity"]
+
+
+def test_medium_targets_on_synthetic_numbers():
+    from experiments.checks import MEDIUM_TARGETS
+
+    def acc(values, baseline=0.5, **fields):
+        return summary(values=values, baseline=baseline, metric="accuracy", **fields)
+
+    def induction(at_train, at_4x):
+        return acc([at_train] * 3, baseline=1 / 16, by_length={256: at_train, 1024: at_4x})
+
+    met = {
+        "selective_copy": {"mamba": acc([0.99, 0.98, 0.99], 1 / 16), "lru": acc([0.3] * 3, 1 / 16),
+                           "s5": acc([0.4, 0.35, 0.3], 1 / 16)},
+        "induction_heads": {"mamba": induction(0.99, 0.5)},
+        "mnist1d": {"gru": acc([0.91, 0.92, 0.93], 0.1)},
+        "parity": {"lstm": acc([1.0] * 3), "gru": acc([1.0, 0.995, 1.0]),
+                   "mamba": acc([0.5, 0.51, 0.49]), "mingru": acc([0.5, 0.5, 0.52])},
+        "parity-negative": {"mamba": acc([0.9, 0.95, 0.85]), "mingru": acc([0.8, 0.9, 0.85])},
+    }  # fmt: skip
+    missed = {
+        "selective_copy": {"mamba": acc([0.99] * 3, 1 / 16), "lru": acc([0.8] * 3, 1 / 16)},
+        "induction_heads": {"mamba": induction(0.9, 0.07)},
+        "mnist1d": {"gru": acc([0.88, 0.89, 0.9], 0.1)},
+        "parity": {"lstm": acc([1.0] * 3), "gru": acc([0.9] * 3),
+                   "mamba": acc([0.7, 0.72, 0.71]), "mingru": acc([0.5, 0.5, 0.52])},
+        "parity-negative": {"mamba": acc([0.9, 0.95, 0.85]), "mingru": acc([0.5, 0.51, 0.5])},
+    }  # fmt: skip
+    assert [t(met).status for t in MEDIUM_TARGETS] == ["yes"] * 7
+    statuses = [t(missed).status for t in MEDIUM_TARGETS]
+    assert statuses == ["yes", "no", "no", "no", "no", "no", "no"]
+    assert all(t({}).status == "n/a" for t in MEDIUM_TARGETS)
