@@ -374,34 +374,40 @@ def _medium() -> tuple[Variant, ...]:
         layers = kwargs.pop("layers", None)
         model = {"num_layers": layers} if layers else {}
         return _variant(
-            name, task, steps, batch, width, families=families, model=model, **MEDIUM_RUNS,
+            name,
+            task,
+            steps,
+            batch,
+            width,
+            families=families,
+            model=model,
+            **MEDIUM_RUNS,
             **kwargs,
-        )  # fmt: skip
+        )
 
-    gated = ("lstm", "gru")
-    parity_families = (*gated, *TIME_INVARIANT, *NEGATIVE_FAMILIES)
+    selective = ("mamba", "rglru", "mingru")
+    parity_families = ("lstm", "gru", *TIME_INVARIANT, *NEGATIVE_FAMILIES)
     variants = [
         # Mamba §4.1 at the small field: L + 2M = 256, M = 8 of vocab 16, 2 layers, d = 64.
         variant(
             "selective_copy",
             "selective_copy",
-            4000,
+            2000,
             32,
             64,
-            ("lstm", *TIME_INVARIANT, "mamba", "rglru", "mingru"),
+            (*TIME_INVARIANT, *selective),
             layers=2,
         ),
         # Mamba §4.1: induction heads trained at 256, 2 layers, d = 64; tested up to 4×.
         variant(
             "induction_heads",
             "induction_heads",
-            3000,
+            2000,
             32,
             64,
-            ("lstm", "gru", *TIME_INVARIANT, "mamba", "rglru", "mingru"),
+            ("lstm", "lru", *selective),
             layers=2,
             task_config={"length": 256, "test_lengths": (256, 512, 1024)},
-            test_examples=256,
         ),
         # The mnist1d reference: batch 100, lr 1e-2 (classic RNNs), 8000 steps; the whole test set.
         variant(
@@ -417,10 +423,10 @@ def _medium() -> tuple[Variant, ...]:
         variant(
             "adding-T1000",
             "adding",
-            3000,
+            2000,
             32,
             64,
-            ("rnn", *gated, *TIME_INVARIANT, "mamba"),
+            ("rnn", "lstm", "gru", *TIME_INVARIANT, "mamba"),
             task_config={"length": 1000},
         ),
     ]
@@ -431,7 +437,7 @@ def _medium() -> tuple[Variant, ...]:
         base = variant(
             name,
             task,
-            3000,
+            2000,
             32,
             64,
             parity_families,
@@ -443,7 +449,7 @@ def _medium() -> tuple[Variant, ...]:
         variant(
             f"seq_fashion_mnist{suffix}",
             "seq_fashion_mnist",
-            1500,
+            1000,
             32,
             64,
             ("lstm", "gru", *TIME_INVARIANT),
@@ -455,10 +461,18 @@ def _medium() -> tuple[Variant, ...]:
     # minGRU/minLSTM §4.3 train 3-layer models at context 256 on tiny Shakespeare; here the first
     # 1M characters of the complete works (not comparable in absolute value).
     variants.append(
-        variant("char_lm", "char_lm", 4000, 32, 128, ("lstm", "mamba", "mingru", "minlstm"),
-                layers=3, test_examples=256)
-    )  # fmt: skip
-    return tuple(variants)
+        variant(
+            "char_lm",
+            "char_lm",
+            2000,
+            32,
+            128,
+            ("lstm", "mamba", "mingru", "minlstm"),
+            layers=3,
+            test_examples=256,
+        )
+    )
+    return tuple(variants)  # fmt: skip
 
 
 # The medium suite's rows: three seeds, twenty validations, patience of five validations.
