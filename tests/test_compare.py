@@ -351,7 +351,7 @@ def test_runs_filters_and_seed_override():
     with pytest.raises(ValueError, match="tasks must be task or variant names"):
         suites.runs("quick", tasks=["listops"])
     with pytest.raises(ValueError, match="suite must be one of"):
-        suites.runs("medium")
+        suites.runs("large")
 
 
 def test_run_config_applies_overrides():
