@@ -14,7 +14,11 @@ What happens, in order:
    checkpoint is kept.
 5. With several local devices, batches are split over them (data parallelism with
    ``jax.sharding``); parameters are replicated and the numbers are those of one device.
-6. ``results.json`` records the resolved config and its hash (:func:`config_hash`), so that a
+6. With ``config.train.patience > 0`` the run stops early once that many validations in a row
+   bring no new best validation loss; the final validation and test evaluate the best checkpoint
+   (``evaluate_on="best"``, the default) or the last step (``"last"``). ``results.json`` records
+   the steps trained, whether the run stopped early and the step it evaluated.
+7. ``results.json`` records the resolved config and its hash (:func:`config_hash`), so that a
    stored run can be matched to the config that made it.
 
 The config schema has one source of truth, here: :func:`default_config` builds every section from
