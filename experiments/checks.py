@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
-import numpy as np
 from experiments.stats import Summaries, Summary, all_at_chance
 from experiments.suites import (
     MQAR_CURVE_FAMILIES,

@@ -5,6 +5,7 @@ import json
 import pytest
 from experiments import suites, sweep
 from experiments.suites import RunSpec
+
 from test_compare import _tiny_variants
 
 
