@@ -195,6 +195,13 @@ def results_lines(
     return lines
 
 
+def _stopped_early(settings: Mapping) -> int:
+    """Seeds that stopped before their step budget (early stopping)."""
+    steps, budget = settings.get("steps"), settings.get("max_steps")
+    steps = steps if isinstance(steps, tuple) else (steps,)
+    return sum(s is not None and budget is not None and s < budget for s in steps)
+
+
 def _per_seed(values) -> str:
     values = [v for v in (values if isinstance(values, tuple) else (values,)) if v is not None]
     return ", ".join(str(v) for v in values) if values else "—"
@@ -396,7 +403,9 @@ def write_report(
         "## Cost",
         "",
         "Per cell: parameters · mean wall seconds per run (training, evaluation and checkpoints) · "
-        "seeds.",
+        "seeds · how many seeds stopped early (`k/n flat`: their validation loss stopped "
+        "improving, so the learning curve had flattened; the others trained their whole step "
+        "budget and may still have been improving: see the learning curves).",
         "",
         "| task | " + " | ".join(families) + " |",
         "|---|" + "---|" * len(families),
@@ -404,7 +413,8 @@ def write_report(
     for variant in main:
         row = summaries.get(variant, {})
         cells = [
-            f"{_short_count(row[f].param_count)} · {row[f].seconds:.0f}s · {row[f].n}"
+            f"{_short_count(row[f].param_count)} · {row[f].seconds:.0f}s · {row[f].n} · "
+            f"{_stopped_early(row[f].settings)}/{row[f].n} flat"
             if f in row
             else ""
             for f in families
