@@ -67,3 +67,25 @@ def apply_recipe(config, family: str) -> None:
         config.model.cell_options[field] = value
     for field, value in family_optimizer.get(family, {}).items():
         config.optimizer[field] = value
+
+
+def init_alternative(task: str, family: str) -> dict[str, Any] | None:
+    """The one initialisation choice the sweep tries besides the recipe's (``cell_options``), or
+    ``None`` for a family without one (its sweep tries a finer learning-rate grid instead).
+
+    Each alternative moves the family's memory timescales at initialisation, the knob its papers
+    tune per task: LRU the other ring; S5 and Mamba a ten times smaller ``Δ`` range (slower
+    dynamics); RG-LRU its ``a`` range closer to 1; the LSTM a forget-gate bias of 3 instead of 1;
+    the tanh RNN an identity recurrent matrix (Le et al. 2015); the GRU Glorot input weights.
+    minGRU and minLSTM have no initialisation option.
+    """
+    if family == "lru":
+        return dict(LRU_LRA_RING if task in MEMORY_TASKS else LRU_LONG_RANGE_RING)
+    return {
+        "s5": {"dt_min": 1e-4, "dt_max": 1e-2},
+        "mamba": {"dt_min": 1e-4, "dt_max": 1e-2},
+        "rglru": {"a_min": 0.99, "a_max": 0.9999},
+        "lstm": {"forget_bias": 3.0},
+        "rnn": {"recurrent_init": "identity"},
+        "gru": {"kernel_init": "glorot"},
+    }.get(family)

@@ -344,22 +344,26 @@ SWEEP_FILES = {
 
 
 def apply_sweep(variants: Sequence[Variant], path: Path) -> tuple[Variant, ...]:
-    """``variants`` with each family at the learning rate its sweep chose (``path``, written by
-    ``experiments/sweep.py``); rows or families the sweep has not covered keep their recipe."""
+    """``variants`` with each family at the learning rate and initialisation its sweep chose
+    (``path``, written by ``experiments/sweep.py``); rows or families the sweep has not covered
+    keep their recipe."""
     if not Path(path).exists():
         return tuple(variants)
     rows = json.loads(Path(path).read_text())["rows"]
     out = []
     for v in variants:
-        chosen = {f: c["chosen"] for f, c in rows.get(v.name, {}).items()}
-        optimizer = {
-            f: {
-                **v.family_optimizer.get(f, {}),
-                **({"learning_rate": chosen[f]} if f in chosen else {}),
-            }
-            for f in {*v.family_optimizer, *chosen}
-        }
-        out.append(dataclasses.replace(v, family_optimizer=optimizer))
+        optimizer = {f: dict(values) for f, values in v.family_optimizer.items()}
+        model = {f: dict(values) for f, values in v.family_model.items()}
+        for family, record in rows.get(v.name, {}).items():
+            chosen = record["chosen"]
+            optimizer.setdefault(family, {})["learning_rate"] = chosen["learning_rate"]
+            if chosen.get("cell_options"):
+                options = {
+                    **model.get(family, {}).get("cell_options", {}),
+                    **chosen["cell_options"],
+                }
+                model.setdefault(family, {})["cell_options"] = options
+        out.append(dataclasses.replace(v, family_optimizer=optimizer, family_model=model))
     return tuple(out)
 
 

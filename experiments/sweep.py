@@ -1,13 +1,14 @@
-"""The same tuning budget for every family: a learning-rate sweep per task on the validation split.
+"""The same tuning budget for every family: learning rate × initialisation per task, on validation.
 
 Each family starts from its recipe (``experiments/recipes.py``: the papers' initialisation and
-learning rate). For every row (variant) of a suite and every family, the sweep trains
-:data:`LR_FACTORS` ``× the recipe's learning rate`` — the same number of trials for every family —
-with the row's own budget, early stopping and seed 0, and keeps the learning rate whose best
-validation loss is lowest (ties: the recipe's). The choices go to ``experiments/results/
+learning rate). For every row (variant) of a suite and every family, the sweep trains six trials
+— the same number for every family — with the row's own budget, early stopping and seed 0: the
+recipe's learning rate × :data:`LR_FACTORS` with the recipe's initialisation and with the family's
+one alternative (``recipes.init_alternative``), or × :data:`FINE_LR_FACTORS` for a family without
+one. It keeps the trial whose best validation loss is lowest (ties: the recipe's). The choices go to ``experiments/results/
 sweep-<suite>.json`` with every trial's validation loss, and a table beside it (``.md``); the suite
-then runs each family at its chosen rate (:func:`experiments.suites.apply_sweep`), so that the
-chosen value is part of every run's recorded config.
+then runs each family at its chosen rate and initialisation (:func:`experiments.suites.
+apply_sweep`), so that the chosen values are part of every run's recorded config.
 
     .venv/bin/python experiments/sweep.py --suite=small                      # every row
     .venv/bin/python experiments/sweep.py --suite=small --tasks=adding-T100 --families=lru,s5
@@ -30,42 +31,66 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for experimen
 
 from absl import app, flags, logging
 from experiments import runner, suites
+from experiments.recipes import init_alternative
 from experiments.suites import RunSpec, Variant
 
 from recurrax.models import FAMILIES
 
 LR_FACTORS = (0.5, 1.0, 2.0)
-"""Trials per (row, family): these multiples of the recipe's peak learning rate."""
+"""Learning rates tried with each of the two initialisations: these multiples of the recipe's."""
+FINE_LR_FACTORS = (0.35, 0.5, 0.7, 1.0, 1.4, 2.0)
+"""Learning rates tried by a family without an initialisation choice (the same six trials)."""
 
 FLAGS = flags.FLAGS
 
 
-def trial_specs(variant: Variant, family: str) -> list[tuple[float, RunSpec]]:
-    """``[(learning rate, spec)]``: the trials of one family on one row (seed 0)."""
+def _trial_variant(variant: Variant, family: str, lr: float, init: dict | None) -> Variant:
+    optimizer = {
+        **variant.family_optimizer,
+        family: {**variant.family_optimizer.get(family, {}), "learning_rate": lr},
+    }
+    model = dict(variant.family_model)
+    if init is not None:
+        options = {**model.get(family, {}).get("cell_options", {}), **init}
+        model[family] = {**model.get(family, {}), "cell_options": options}
+    name = f"{variant.name}/{family}-lr{lr:g}" + ("-init" if init is not None else "")
+    return dataclasses.replace(variant, name=name, family_optimizer=optimizer, family_model=model)
+
+
+def trial_specs(variant: Variant, family: str) -> list[tuple[dict[str, Any], RunSpec]]:
+    """``[(trial, spec)]``: the six trials of one family on one row (seed 0). A trial is
+    ``{"learning_rate": lr, "cell_options": the alternative initialisation or None}``."""
     base = RunSpec(variant, family, 0).config().optimizer.learning_rate
+    alternative = init_alternative(variant.task, family)
+    if alternative is None:
+        grid = [(factor, None) for factor in FINE_LR_FACTORS]
+    else:
+        grid = [(factor, init) for init in (None, alternative) for factor in LR_FACTORS]
     trials = []
-    for factor in LR_FACTORS:
+    for factor, init in grid:
         lr = float(f"{base * factor:.6g}")
-        optimizer = {
-            **variant.family_optimizer,
-            family: {**variant.family_optimizer.get(family, {}), "learning_rate": lr},
-        }
-        trial = dataclasses.replace(
-            variant, name=f"{variant.name}/{family}-lr{lr:g}", family_optimizer=optimizer
-        )
-        trials.append((lr, RunSpec(trial, family, 0)))
+        spec = RunSpec(_trial_variant(variant, family, lr, init), family, 0)
+        trials.append(({"learning_rate": lr, "cell_options": init}, spec))
     return trials
 
 
-def choose(losses: Mapping[float, float | None], recipe_lr: float) -> float:
-    """The rate with the lowest validation loss; the recipe's on a tie; failed trials lose."""
-    finite = {lr: loss for lr, loss in losses.items() if loss is not None and loss == loss}
+def choose(trials: Sequence[Mapping[str, Any]], recipe_lr: float) -> dict[str, Any]:
+    """The trial with the lowest validation loss (``trial["loss"]``); on a tie the recipe's own
+    (its learning rate, its initialisation); failed trials (``None`` or NaN) lose. With every
+    trial failed, the recipe."""
+    recipe = {"learning_rate": recipe_lr, "cell_options": None}
+    finite = [t for t in trials if t["loss"] is not None and t["loss"] == t["loss"]]
     if not finite:
-        return recipe_lr
-    best = min(finite.values())
-    if finite.get(recipe_lr) == best:
-        return recipe_lr
-    return min(lr for lr, loss in finite.items() if loss == best)
+        return recipe
+    best = min(t["loss"] for t in finite)
+    winners = [t for t in finite if t["loss"] == best]
+    for t in winners:
+        if t["learning_rate"] == recipe_lr and t["cell_options"] is None:
+            return recipe
+    return {
+        "learning_rate": winners[0]["learning_rate"],
+        "cell_options": winners[0]["cell_options"],
+    }
 
 
 def sweep(
@@ -75,8 +100,9 @@ def sweep(
     *,
     log=runner._print,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Runs the trials of every (row, family) and returns ``{row: {family: choice}}`` where a
-    choice is ``{"recipe": lr, "chosen": lr, "trials": {lr: best validation loss}}``."""
+    """Runs the trials of every (row, family) and returns ``{row: {family: record}}`` where a
+    record is ``{"recipe": lr, "chosen": {"learning_rate", "cell_options"}, "trials": [{
+    "learning_rate", "cell_options", "loss"}]}`` (``loss``: the best validation loss)."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for variant in variants:
         for family in variant.families or FAMILIES:
@@ -85,32 +111,40 @@ def sweep(
             recipe_lr = RunSpec(variant, family, 0).config().optimizer.learning_rate
             trials = trial_specs(variant, family)
             outcomes = runner.execute([spec for _, spec in trials], workdir, log=log)
-            losses = {
-                lr: (o.results["valid"]["loss"] if o.results is not None else None)
-                for (lr, _), o in zip(trials, outcomes, strict=True)
-            }
+            records = [
+                {**trial, "loss": o.results["valid"]["loss"] if o.results is not None else None}
+                for (trial, _), o in zip(trials, outcomes, strict=True)
+            ]
             out.setdefault(variant.name, {})[family] = {
                 "recipe": recipe_lr,
-                "chosen": choose(losses, recipe_lr),
-                "trials": {f"{lr:g}": loss for lr, loss in losses.items()},
+                "chosen": choose(records, recipe_lr),
+                "trials": records,
             }
     return out
 
 
+def _trial_text(trial: Mapping[str, Any]) -> str:
+    init = trial["cell_options"]
+    text = f"{trial['learning_rate']:g}"
+    return text + (" + " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                     for k, v in sorted(init.items())) if init else "")  # fmt: skip
+
+
 def table(choices: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
     lines = [
-        "| row | family | recipe lr | " + " | ".join(f"×{f:g}" for f in LR_FACTORS)
-        + " | chosen lr |",
-        "|---|---|---:|" + "---:|" * len(LR_FACTORS) + "---:|",
-    ]  # fmt: skip
+        "| row | family | recipe lr | trials: lr [+ init] → best validation loss | chosen |",
+        "|---|---|---:|---|---|",
+    ]
     for variant, families in choices.items():
-        for family, choice in families.items():
-            losses = list(choice["trials"].values())
-            shown = ["failed" if v is None else f"{v:.4g}" for v in losses]
+        for family, record in families.items():
+            trials = "; ".join(
+                f"{_trial_text(t)} → {'failed' if t['loss'] is None else format(t['loss'], '.4g')}"
+                for t in record["trials"]
+            )
             lines.append(
-                f"| {variant} | {family} | {choice['recipe']:g} | " + " | ".join(shown)
-                + f" | {choice['chosen']:g} |"
-            )  # fmt: skip
+                f"| {variant} | {family} | {record['recipe']:g} | {trials} | "
+                f"{_trial_text(record['chosen'])} |"
+            )
     return lines
 
 
@@ -138,16 +172,18 @@ def main(argv):
     stored["command"] = shlex.join(["python", *sys.argv])
     stored["date"] = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     stored["machine"] = platform.processor() or platform.machine()
-    stored["lr_factors"] = list(LR_FACTORS)
     path.parent.mkdir(parents=True, exist_ok=True)
     runner.write_json(path, stored)
     lines = [
         f"# Learning-rate sweep of the `{suite}` suite",
         "",
-        f"Last command: `{stored['command']}` ({stored['date']}, {stored['machine']}). Best "
-        f"validation loss (seed 0, early stopping as in the suite) of each trial: "
-        f"{', '.join(f'×{f:g}' for f in LR_FACTORS)} the recipe's learning rate "
-        "(`experiments/recipes.py`). The suite runs each family at its chosen rate.",
+        f"Last command: `{stored['command']}` ({stored['date']}, {stored['machine']}). Six "
+        "trials per family and row, seed 0, the row's budget and early stopping, scored by the "
+        "best validation loss: the recipe's learning rate (`experiments/recipes.py`) × "
+        f"{', '.join(f'{f:g}' for f in LR_FACTORS)} with the recipe's initialisation and with "
+        "the family's one alternative (`recipes.init_alternative`), or × "
+        f"{', '.join(f'{f:g}' for f in FINE_LR_FACTORS)} for a family without one. The suite "
+        "runs each family at its chosen learning rate and initialisation.",
         "",
         *table(stored["rows"]),
     ]
