@@ -635,3 +635,12 @@ def test_medium_targets_on_synthetic_numbers():
     statuses = [t(missed).status for t in MEDIUM_TARGETS]
     assert statuses == ["yes", "no", "no", "no", "no", "no", "no"]
     assert all(t({}).status == "n/a" for t in MEDIUM_TARGETS)
+
+
+def test_s5_chance_is_the_score_of_copying_the_first_step():
+    from experiments.stats import chance
+
+    one_length = {"test_min_length": 41, "test_max_length": 41}
+    assert chance("s5_word", "accuracy", one_length) == pytest.approx((1 + 40 / 120) / 41)
+    small = {"test_min_length": 41, "test_max_length": 256}
+    assert chance("s5_word", "accuracy", small) == pytest.approx(0.0150, abs=5e-5)
