@@ -23,7 +23,7 @@ theory; ``CHECKS`` in ``experiments/checks.py``) saying whether it was reproduce
 numbers, which real-data tasks ran, and links to the plots: learning curves, accuracy against
 test length (induction heads, parity, S5), MQAR accuracy against state size, and the gradient norm
 ``‖∂L/∂h_t‖`` against the distance from the loss for freshly initialised cells. A CSV beside it
-(``--csv``) holds every run, and the PNG plots go to ``--plots_dir`` (default ``<report dir>/plots``).
+(``--csv``) holds every run, and the PNG plots go to ``--plots_dir`` (default ``<report dir>/plots`` for ``RESULTS.md``, else ``<report>-plots``).
 
 The pieces: ``experiments/runner.py`` (running and reuse), ``experiments/stats.py`` (intervals,
 chance, bolding), ``experiments/checks.py`` (the expected orderings), ``experiments/plots.py``
@@ -105,7 +105,11 @@ def define_flags() -> None:
         "RESULTS-full.md (full)",
     )
     flags.DEFINE_string("csv", None, "CSV of every run; default: the report's path with .csv")
-    flags.DEFINE_string("plots_dir", None, "PNG plots; default <report dir>/plots")
+    flags.DEFINE_string(
+        "plots_dir",
+        None,
+        "PNG plots; default <report dir>/plots for RESULTS.md, else <report>-plots",
+    )
     flags.DEFINE_integer(
         "num_steps",
         None,
@@ -158,7 +162,11 @@ def run_comparison(
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     report = Path(report)
     csv_path = Path(csv_path) if csv_path else report.with_suffix(".csv")
-    plots_dir = Path(plots_dir) if plots_dir else report.parent / "plots"
+    if not plots_dir:  # beside the report: plots/ for RESULTS.md, <stem>-plots/ for the others
+        plots_dir = report.parent / (
+            "plots" if report.name == "RESULTS.md" else f"{report.stem}-plots"
+        )
+    plots_dir = Path(plots_dir)
     for directory in (report.parent, csv_path.parent, plots_dir):
         directory.mkdir(parents=True, exist_ok=True)
     log(f"{len(specs)} runs in {workdir}")
@@ -168,16 +176,10 @@ def run_comparison(
         saved = parts.save_parts(outcomes, parts_dir, command=command)
         log(f"saved {len(saved)} part files in {parts_dir}")
         ran = {s.variant.name for s in specs}
-        earlier, used_parts, stale = parts.load_parts(
-            [s for s in suite_specs if s.variant.name not in ran], parts_dir
-        )
+        stored, used_parts, stale = parts.load_parts(suite_specs, parts_dir)
         for name in stale:
             log(f"  left out (its config changed since it ran): {name}")
-        outcomes = [*outcomes, *earlier]
-        used_parts += [
-            {"variant": v, "date": "this command", "command": command}
-            for v in sorted({o.spec.variant.name for o in outcomes if o.spec.variant.name in ran})
-        ]
+        outcomes = [*outcomes, *(o for o in stored if o.spec.variant.name not in ran)]
     summaries = summarize(outcomes)
     plots = plot_learning_curves(outcomes, plots_dir)
     plots += plot_lengths(summaries, plots_dir)

@@ -38,7 +38,9 @@ def save_parts(
 ) -> list[Path]:
     """Writes one part file per variant of ``outcomes`` (runs with results only); returns them.
 
-    A variant none of whose runs has results keeps its earlier part file, if any.
+    A variant none of whose runs has results, or none of whose runs this invocation trained,
+    keeps its earlier part file (and its date and command), if any; a part of some families or
+    seeds keeps the stored runs of the others.
     """
     by_variant: dict[str, list[Outcome]] = {}
     for outcome in outcomes:
@@ -49,6 +51,9 @@ def save_parts(
     date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     paths = []
     for variant, group in by_variant.items():
+        path = part_path(directory, variant)
+        if path.exists() and all(o.status == "reused" for o in group):
+            continue
         runs = [
             {
                 "family": o.spec.family,
@@ -63,7 +68,10 @@ def save_parts(
             }
             for o in group
         ]
-        path = part_path(directory, variant)
+        if path.exists():  # keep the stored runs of families and seeds this part did not run
+            now = {(r["family"], r["seed"]) for r in runs}
+            earlier = read_json(path).get("runs", [])
+            runs += [r for r in earlier if (r["family"], r["seed"]) not in now]
         write_json(
             path,
             {"version": PART_VERSION, "variant": variant, "date": date, "command": command,

@@ -644,3 +644,21 @@ def test_s5_chance_is_the_score_of_copying_the_first_step():
     assert chance("s5_word", "accuracy", one_length) == pytest.approx((1 + 40 / 120) / 41)
     small = {"test_min_length": 41, "test_max_length": 256}
     assert chance("s5_word", "accuracy", small) == pytest.approx(0.0150, abs=5e-5)
+
+
+def test_a_part_of_some_families_keeps_the_stored_runs_of_the_others(tmp_path, monkeypatch):
+    from experiments import parts
+
+    monkeypatch.setattr(runner, "missing_data_reason", lambda config: None)
+    variants = _tiny_variants()[:1]  # adding-T12: rnn and lstm
+    for family in ("rnn", "lstm"):
+        outcomes = runner.execute(
+            suites.runs(variants, families=[family]), tmp_path / "runs", log=lambda line: None
+        )
+        parts.save_parts(outcomes, tmp_path / "parts", command=f"--families={family}")
+    stored, used, stale = parts.load_parts(suites.runs(variants), tmp_path / "parts")
+    assert sorted(o.spec.family for o in stored) == ["lstm", "rnn"] and stale == []
+    # Reusing every run rewrites nothing: the part keeps the date and command that trained it.
+    outcomes = runner.execute(suites.runs(variants), tmp_path / "runs", log=lambda line: None)
+    assert parts.save_parts(outcomes, tmp_path / "parts", command="again") == []
+    assert used[0]["command"] == "--families=lstm"
