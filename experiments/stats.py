@@ -107,12 +107,10 @@ CHANCE: dict[str, tuple[str, ChanceFn]] = {
     ),
     # parity: two balanced classes (the parity of uniform random bits): 1/2.
     "parity": ("accuracy", lambda config, spec: 0.5),
-    # s5_word: the running product of uniform random generators is uniform over the 120
-    # permutations of S5 at every step after the first, but the first product is the first input
-    # itself, which a model that tracks nothing copies. So the baseline scores 1 at step 1 and
-    # 1/120 after it; per real step over lengths uniform on the test range:
-    # Σ_L (1 + (L − 1)/120) / Σ_L L (0.0150 on 41..256).
-    "s5_word": ("accuracy", lambda config, spec: _s5_baseline(config)),
+    # s5_word: the running product is uniform over the 120 permutations after the first step,
+    # but the first product is the first input, which a model that tracks nothing copies
+    # (state_tracking.s5_first_step_baseline; 0.0150 on lengths 41..256).
+    "s5_word": ("accuracy", lambda config, spec: state_tracking.s5_first_step_baseline(config)),
     # mnist1d: 10 balanced classes: 1/10.
     "mnist1d": ("accuracy", lambda config, spec: 0.1),
     # seq_fashion_mnist: 10 balanced classes (sequential or permuted pixels): 1/10.
@@ -122,13 +120,6 @@ CHANCE: dict[str, tuple[str, ChanceFn]] = {
     "char_lm": ("bits_per_char", lambda config, spec: float(spec.baseline)),
 }
 """Chance score per task: ``task -> (metric, fn(task_config, task_spec) -> score)``."""
-
-
-def _s5_baseline(config: Mapping[str, Any]) -> float:
-    """Per-step accuracy of copying the first input and guessing after it (see ``CHANCE``)."""
-    lengths = np.arange(config["test_min_length"], config["test_max_length"] + 1)
-    n = state_tracking.NUM_PERMUTATIONS
-    return float(np.sum(1 + (lengths - 1) / n) / np.sum(lengths))
 
 
 def chance(

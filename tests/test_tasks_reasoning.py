@@ -409,6 +409,10 @@ def test_s5_spec():
     spec = state_tracking.s5_spec(state_tracking.small_config())
     assert spec.name == "s5_word" and spec.input == "tokens" and spec.vocab_size == 121
     assert spec.target == "step" and spec.loss == "cross_entropy" and spec.num_outputs == 120
-    assert spec.metric == "accuracy" and spec.baseline == pytest.approx(1 / 120)
+    # The baseline copies the first input (always right) and guesses after it (1/120).
+    assert spec.metric == "accuracy" and spec.baseline == pytest.approx(0.0150, abs=5e-5)
+    config = state_tracking.small_config()
+    config.test_min_length = config.test_max_length = 41
+    assert state_tracking.s5_spec(config).baseline == pytest.approx((1 + 40 / 120) / 41)
     assert state_tracking.S5_TASK.name == "s5_word"
     assert state_tracking.S5_TASK.batch is state_tracking.s5_batch
