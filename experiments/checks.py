@@ -217,14 +217,24 @@ def _extrapolation(s: Summaries, families: Sequence[str]):
     return out
 
 
-def check_induction_selective(s: Summaries) -> CheckResult:
-    rows = _extrapolation(s, SELECTIVE)
+def _learned_extrapolation(s: Summaries, families: Sequence[str]):
+    """The families that learned induction heads (accuracy ≥ 0.5 at the train length), with the
+    evidence line for every family that ran; None when none of ``families`` ran."""
+    rows = _extrapolation(s, families)
     if not rows:
-        return CheckResult(NA, "no induction_heads runs of selective families")
+        return None
     learned = {f: r for f, r in rows.items() if r[0] >= 0.5}
     detail = "; ".join(
         f"{f} {fmt(a)} at L={L} → {fmt(b)} at L={M}" for f, (a, b, L, M) in rows.items()
     )
+    return learned, detail
+
+
+def check_induction_selective(s: Summaries) -> CheckResult:
+    found = _learned_extrapolation(s, SELECTIVE)
+    if found is None:
+        return CheckResult(NA, "no induction_heads runs of selective families")
+    learned, detail = found
     if not learned:
         return CheckResult("no", f"no selective family learned the task (accuracy ≥ 0.5): {detail}")
     ok = all(b >= a - 0.1 for a, b, _, _ in learned.values())
@@ -232,13 +242,10 @@ def check_induction_selective(s: Summaries) -> CheckResult:
 
 
 def check_induction_others(s: Summaries) -> CheckResult:
-    rows = _extrapolation(s, [f for f in FAMILIES if f not in SELECTIVE])
-    if not rows:
+    found = _learned_extrapolation(s, [f for f in FAMILIES if f not in SELECTIVE])
+    if found is None:
         return CheckResult(NA, "no induction_heads runs of non-selective families")
-    learned = {f: r for f, r in rows.items() if r[0] >= 0.5}
-    detail = "; ".join(
-        f"{f} {fmt(a)} at L={L} → {fmt(b)} at L={M}" for f, (a, b, L, M) in rows.items()
-    )
+    learned, detail = found
     if not learned:
         return CheckResult(NA, f"no non-selective family learned the task: {detail}")
     ok = all(b < a - 0.1 for a, b, _, _ in learned.values())

@@ -152,7 +152,8 @@ def run_comparison(
     differ only in their seed (or repeat a shape) then skip most of their compile time.
 
     With ``parts_dir``, each row run now is saved there as a part file (``experiments/parts.py``)
-    and the report also covers the rows of ``suite_specs`` that earlier parts hold.
+    and the report also covers the runs of ``suite_specs`` that earlier parts hold (other rows, and
+    other families or seeds of the rows run now).
 
     Returns ``{"outcomes", "summaries", "checks", "report", "csv", "plots"}``.
     """
@@ -175,11 +176,11 @@ def run_comparison(
     if parts_dir is not None:
         saved = parts.save_parts(outcomes, parts_dir, command=command)
         log(f"saved {len(saved)} part files in {parts_dir}")
-        ran = {s.variant.name for s in specs}
+        ran = {_key(s) for s in specs}
         stored, used_parts, stale = parts.load_parts(suite_specs, parts_dir)
         for name in stale:
             log(f"  left out (its config changed since it ran): {name}")
-        outcomes = [*outcomes, *(o for o in stored if o.spec.variant.name not in ran)]
+        outcomes = [*outcomes, *(o for o in stored if _key(o.spec) not in ran)]
     summaries = summarize(outcomes)
     plots = plot_learning_curves(outcomes, plots_dir)
     plots += plot_lengths(summaries, plots_dir)
@@ -214,6 +215,10 @@ def run_comparison(
         "csv": csv_path,
         "plots": plots,
     }
+
+
+def _key(spec: RunSpec) -> tuple[str, str, int]:
+    return spec.variant.name, spec.family, spec.seed
 
 
 def _with_steps(specs: Sequence[RunSpec], num_steps: int) -> list[RunSpec]:
@@ -275,7 +280,7 @@ def main(argv):
         command=shlex.join(["python", *sys.argv]),
         compilation_cache=None if cache == "none" else cache,
         parts_dir=parts_dir,
-        suite_specs=suites.runs(suite, families=FLAGS.families),
+        suite_specs=suites.runs(suite),  # the report covers every family and seed with a part
     )
 
 

@@ -570,9 +570,9 @@ def test_a_report_is_assembled_from_parts_run_at_different_times(tmp_path, monke
     suite_specs = suites.runs(variants)
     parts_dir = tmp_path / "parts"
 
-    def part(task, workdir):
+    def part(task, workdir, families=None):
         return compare.run_comparison(
-            suites.runs(variants, tasks=[task]),
+            suites.runs(variants, tasks=[task], families=families),
             workdir=tmp_path / workdir,
             report=tmp_path / "RESULTS.md",
             suite="test",
@@ -596,6 +596,12 @@ def test_a_report_is_assembled_from_parts_run_at_different_times(tmp_path, monke
     stored = next(o for o in out["outcomes"] if o.spec.variant.name == "adding-T12")
     assert stored.valid_curve and stored.valid_curve[0][0] == 3  # evals at steps 3 and 6
     assert (tmp_path / "plots/learning-curves-adding.png").exists()
+
+    # A part of one family of a row: the report keeps the row's other family from its part.
+    out = part("adding", "third", families=["rnn"])
+    statuses = {(o.spec.variant.name, o.spec.family, o.status) for o in out["outcomes"]}
+    assert {("adding-T12", "rnn", "trained"), ("adding-T12", "lstm", "reused")} <= statuses
+    assert ("parity", "lstm", "reused") in statuses
 
     # A part whose config no longer matches the suite is left out and named.
     changed = [dataclasses.replace(variants[0], model={"width": 6, "state_size": 6}), variants[1]]
