@@ -392,11 +392,12 @@ def _medium() -> tuple[Variant, ...]:
     selective = ("mamba", "rglru", "mingru")
     parity_families = ("lstm", "gru", *TIME_INVARIANT, *NEGATIVE_FAMILIES)
     variants = [
-        # Mamba §4.1 at the small field: L + 2M = 256, M = 8 of vocab 16, 2 layers, d = 64.
+        # Mamba §4.1 at the small field: L + 2M = 256, M = 8 of vocab 16, 2 layers, d = 64. Mamba
+        # was still improving at 2000 steps (validation accuracy 0.87, loss falling).
         variant(
             "selective_copy",
             "selective_copy",
-            2000,
+            4000,
             32,
             64,
             (*TIME_INVARIANT, *selective),
