@@ -340,21 +340,22 @@ SWEEP_FILES = {
     "small": RESULTS_DIR / "sweep-small.json",
     "medium": RESULTS_DIR / "sweep-medium.json",
 }
-"""Where ``experiments/sweep.py`` records each family's chosen learning rate per row."""
+"""Where ``experiments/sweep.py`` records each family's chosen learning rate and init per task."""
 
 
 def apply_sweep(variants: Sequence[Variant], path: Path) -> tuple[Variant, ...]:
-    """``variants`` with each family at the learning rate and initialisation its sweep chose
-    (``path``, written by ``experiments/sweep.py``); rows or families the sweep has not covered
+    """``variants`` with each family at the learning rate and initialisation its sweep chose for
+    the variant's task (``path``, written by ``experiments/sweep.py``, which sweeps one row per
+    task: every row of the task runs at its choice); tasks or families the sweep has not covered
     keep their recipe."""
     if not Path(path).exists():
         return tuple(variants)
-    rows = json.loads(Path(path).read_text())["rows"]
+    tasks = json.loads(Path(path).read_text())["tasks"]
     out = []
     for v in variants:
         optimizer = {f: dict(values) for f, values in v.family_optimizer.items()}
         model = {f: dict(values) for f, values in v.family_model.items()}
-        for family, record in rows.get(v.name, {}).items():
+        for family, record in tasks.get(v.task, {}).get("families", {}).items():
             chosen = record["chosen"]
             optimizer.setdefault(family, {})["learning_rate"] = chosen["learning_rate"]
             if chosen.get("cell_options"):

@@ -1,19 +1,23 @@
 """The same tuning budget for every family: learning rate × initialisation per task, on validation.
 
 Each family starts from its recipe (``experiments/recipes.py``: the papers' initialisation and
-learning rate). For every row (variant) of a suite and every family, the sweep trains six trials
-— the same number for every family — with the row's own budget, early stopping and seed 0: the
-recipe's learning rate × :data:`LR_FACTORS` with the recipe's initialisation and with the family's
-one alternative (``recipes.init_alternative``), or × :data:`FINE_LR_FACTORS` for a family without
-one. It keeps the trial whose best validation loss is lowest (ties: the recipe's). The choices go to ``experiments/results/
-sweep-<suite>.json`` with every trial's validation loss, and a table beside it (``.md``); the suite
-then runs each family at its chosen rate and initialisation (:func:`experiments.suites.
-apply_sweep`), so that the chosen values are part of every run's recorded config.
+learning rate). For every task of a suite and every family, the sweep trains six trials — the same
+number for every family — on the task's first row (its shortest setting, e.g. ``adding-T100`` for
+adding), with that row's budget, early stopping and seed 0: the recipe's learning rate ×
+:data:`LR_FACTORS` with the recipe's initialisation and with the family's one alternative
+(``recipes.init_alternative``), or × :data:`FINE_LR_FACTORS` for a family without one. Both grids
+span the same range, a factor of 3 either side of the recipe. It keeps the trial whose best
+validation loss is lowest (ties: the recipe's). The choices go to
+``experiments/results/sweep-<suite>.json`` with every trial's validation loss, and a table beside
+it (``.md``); the suite then runs each family at its chosen rate and initialisation on every row
+of the task (:func:`experiments.suites.apply_sweep`), so that the chosen values are part of every
+run's recorded config.
 
-    .venv/bin/python experiments/sweep.py --suite=small                      # every row
-    .venv/bin/python experiments/sweep.py --suite=small --tasks=adding-T100 --families=lru,s5
+    .venv/bin/python experiments/sweep.py --suite=small                      # every task
+    .venv/bin/python experiments/sweep.py --suite=small --tasks=adding --families=lru,s5
 
-A sweep of some rows updates only those rows of the file. Test numbers are never looked at.
+A sweep of some tasks or families updates only those entries of the file. Test numbers are never
+looked at.
 """
 
 from __future__ import annotations
@@ -36,10 +40,11 @@ from experiments.suites import RunSpec, Variant
 
 from recurrax.models import FAMILIES
 
-LR_FACTORS = (0.5, 1.0, 2.0)
+LR_FACTORS = (1 / 3, 1.0, 3.0)
 """Learning rates tried with each of the two initialisations: these multiples of the recipe's."""
-FINE_LR_FACTORS = (0.35, 0.5, 0.7, 1.0, 1.4, 2.0)
-"""Learning rates tried by a family without an initialisation choice (the same six trials)."""
+FINE_LR_FACTORS = tuple(3 ** ((2 * k - 5) / 5) for k in range(6))
+"""Learning rates tried by a family without an initialisation choice (the same six trials): six
+multiples of the recipe's, evenly spaced in log over the same range [1/3, 3]."""
 
 FLAGS = flags.FLAGS
 
@@ -99,12 +104,17 @@ def sweep(
     workdir: str | Path,
     *,
     log=runner._print,
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """Runs the trials of every (row, family) and returns ``{row: {family: record}}`` where a
-    record is ``{"recipe": lr, "chosen": {"learning_rate", "cell_options"}, "trials": [{
-    "learning_rate", "cell_options", "loss"}]}`` (``loss``: the best validation loss)."""
-    out: dict[str, dict[str, dict[str, Any]]] = {}
+) -> dict[str, dict[str, Any]]:
+    """Runs the trials of every (row, family), one row per task, and returns ``{task: {"row":
+    name, "families": {family: record}}}`` where a record is ``{"recipe": lr, "chosen":
+    {"learning_rate", "cell_options"}, "trials": [{"learning_rate", "cell_options", "loss"}]}``
+    (``loss``: the best validation loss)."""
+    tasks = [v.task for v in variants]
+    if len(set(tasks)) != len(tasks):
+        raise ValueError(f"variants: expected one row per task; got tasks {tasks}")
+    out: dict[str, dict[str, Any]] = {}
     for variant in variants:
+        records_by_family = {}
         for family in variant.families or FAMILIES:
             if families is not None and family not in families:
                 continue
@@ -115,12 +125,28 @@ def sweep(
                 {**trial, "loss": o.results["valid"]["loss"] if o.results is not None else None}
                 for (trial, _), o in zip(trials, outcomes, strict=True)
             ]
-            out.setdefault(variant.name, {})[family] = {
+            records_by_family[family] = {
                 "recipe": recipe_lr,
                 "chosen": choose(records, recipe_lr),
                 "trials": records,
             }
+        out[variant.task] = {"row": variant.name, "families": records_by_family}
     return out
+
+
+def rows_to_sweep(variants: Sequence[Variant], tasks: Sequence[str] | None) -> list[Variant]:
+    """The first main row of each task (of ``tasks``, task or row names, when given)."""
+    first: dict[str, Variant] = {}
+    for v in variants:
+        if v.group == "main":
+            first.setdefault(v.task, v)
+    if tasks is None:
+        return list(first.values())
+    known = set(first) | {v.name for v in first.values()}
+    unknown = sorted(set(tasks) - known)
+    if unknown:
+        raise ValueError(f"--tasks must be among {sorted(known)}; got unknown {unknown}")
+    return [v for v in first.values() if v.task in tasks or v.name in tasks]
 
 
 def _trial_text(trial: Mapping[str, Any]) -> str:
@@ -130,19 +156,20 @@ def _trial_text(trial: Mapping[str, Any]) -> str:
                                      for k, v in sorted(init.items())) if init else "")  # fmt: skip
 
 
-def table(choices: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
+def table(swept: Mapping[str, Mapping[str, Any]]) -> list[str]:
     lines = [
-        "| row | family | recipe lr | trials: lr [+ init] → best validation loss | chosen |",
+        "| task (row trained) | family | recipe lr | trials: lr [+ init] → best validation loss "
+        "| chosen |",
         "|---|---|---:|---|---|",
     ]
-    for variant, families in choices.items():
-        for family, record in families.items():
+    for task, entry in swept.items():
+        for family, record in entry["families"].items():
             trials = "; ".join(
                 f"{_trial_text(t)} → {'failed' if t['loss'] is None else format(t['loss'], '.4g')}"
                 for t in record["trials"]
             )
             lines.append(
-                f"| {variant} | {family} | {record['recipe']:g} | {trials} | "
+                f"| {task} ({entry['row']}) | {family} | {record['recipe']:g} | {trials} | "
                 f"{_trial_text(record['chosen'])} |"
             )
     return lines
@@ -155,20 +182,21 @@ def main(argv):
     suite = FLAGS.suite
     if suite not in suites.SWEPT_SUITES:
         raise app.UsageError(f"--suite must be one of {tuple(suites.SWEPT_SUITES)}; got {suite!r}")
-    variants = [v for v in suites.SWEPT_SUITES[suite]() if v.group == "main"]
-    if FLAGS.tasks is not None:
-        known = {v.name for v in variants} | {v.task for v in variants}
-        unknown = sorted(set(FLAGS.tasks) - known)
-        if unknown:
-            raise app.UsageError(f"--tasks must be among {sorted(known)}; got unknown {unknown}")
-        variants = [v for v in variants if v.name in FLAGS.tasks or v.task in FLAGS.tasks]
+    try:
+        variants = rows_to_sweep(suites.SWEPT_SUITES[suite](), FLAGS.tasks)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
     if FLAGS.families is not None and set(FLAGS.families) - set(FAMILIES):
         raise app.UsageError(f"--families must be among {FAMILIES}; got {FLAGS.families}")
     path = Path(suites.SWEEP_FILES[suite])
-    choices = sweep(variants, FLAGS.families, FLAGS.workdir or f"workdirs/sweep-{suite}")
-    stored = runner.read_json(path) if path.exists() else {"rows": {}}
-    for variant, families in choices.items():
-        stored["rows"].setdefault(variant, {}).update(families)
+    swept = sweep(variants, FLAGS.families, FLAGS.workdir or f"workdirs/sweep-{suite}")
+    stored = runner.read_json(path) if path.exists() else {"tasks": {}}
+    for task, entry in swept.items():
+        old = stored["tasks"].get(task, {"row": entry["row"], "families": {}})
+        if old["row"] != entry["row"]:
+            old = {"row": entry["row"], "families": {}}  # another row: its trials do not compare
+        old["families"].update(entry["families"])
+        stored["tasks"][task] = old
     stored["command"] = shlex.join(["python", *sys.argv])
     stored["date"] = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     stored["machine"] = platform.processor() or platform.machine()
@@ -178,11 +206,12 @@ def main(argv):
         f"# Learning-rate sweep of the `{suite}` suite",
         "",
         f"Last command: `{stored['command']}` ({stored['date']}, {stored['machine']}). Six "
-        "trials per family and row, seed 0, the row's budget and early stopping, scored by the "
-        "best validation loss: the recipe's learning rate (`experiments/recipes.py`) × "
-        f"{', '.join(f'{f:g}' for f in LR_FACTORS)} with the recipe's initialisation and with "
+        "trials per family and task, on the task's first row (every row of the task runs at the "
+        "choice), seed 0, the row's budget and early stopping, scored by the best validation "
+        "loss: the recipe's learning rate (`experiments/recipes.py`) × "
+        f"{', '.join(f'{f:.3g}' for f in LR_FACTORS)} with the recipe's initialisation and with "
         "the family's one alternative (`recipes.init_alternative`), or × "
-        f"{', '.join(f'{f:g}' for f in FINE_LR_FACTORS)} for a family without one. The suite "
+        f"{', '.join(f'{f:.3g}' for f in FINE_LR_FACTORS)} for a family without one. The suite "
         "runs each family at its chosen learning rate and initialisation.",
         "",
         *table(stored["rows"]),
@@ -193,7 +222,7 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.DEFINE_enum("suite", "small", ["small", "medium"], "the suite whose rows are swept")
-    flags.DEFINE_list("tasks", None, "rows (variant or task names); default: every main row")
+    flags.DEFINE_list("tasks", None, "tasks (or their first rows' names); default: every task")
     flags.DEFINE_list("families", None, "families; default: each row's")
     flags.DEFINE_string("workdir", None, "trial runs; default workdirs/sweep-<suite>")
     app.run(main)
