@@ -5,8 +5,9 @@ Each run trains in ``<workdir>/<variant>/<family>/seed<k>/``. Its ``results.json
 is reused only when that hash equals the hash of the run's config now (:func:`reuse_refusal`), so
 a changed suite, default or override never passes off old numbers as new. A stored run whose
 config differs is moved aside (``seed<k>.stale-<hash>``) and trained again; a half-finished run
-(checkpoints, no ``results.json``) resumes, and ``train_and_evaluate`` itself refuses checkpoints
-of another config.
+(checkpoints, no ``results.json``) resumes when its checkpoints are of the same config, and is
+moved aside (``seed<k>.stale-partial``) and trained afresh when ``train_and_evaluate`` refuses
+them as another config's.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from experiments.stats import chance, headline, metric_key
 from experiments.suites import RunSpec
 
 import recurrax.tasks as tasks
+from recurrax.checkpoint import ForeignCheckpointDirectoryError
 from recurrax.metrics import read_jsonl
 from recurrax.run import config_hash, evaluate_at_lengths, resolved_config, state_size
 from recurrax.run import train_and_evaluate as _train_and_evaluate
@@ -198,9 +200,10 @@ def reuse_refusal(
     return None
 
 
-def _set_aside(rundir: Path, results: Mapping[str, Any]) -> Path:
-    """Moves a stored run of another config out of the way (never deletes it)."""
-    tag = str(results.get("config_hash") or "nohash")[:8]
+def _set_aside(rundir: Path, results: Mapping[str, Any] | None) -> Path:
+    """Moves a stored run of another config out of the way (never deletes it); a half-finished
+    one (no ``results``) is tagged ``partial``."""
+    tag = "partial" if results is None else str(results.get("config_hash") or "nohash")[:8]
     target = rundir.with_name(f"{rundir.name}.stale-{tag}")
     index = 1
     while target.exists():
@@ -260,7 +263,16 @@ def execute(
                     log(f"{prefix}  not reused ({refusal}); moved to {moved.name}")
                 rundir.mkdir(parents=True, exist_ok=True)
                 t0 = time.perf_counter()
-                results = train_and_evaluate(config, rundir, progress=False)
+                try:
+                    results = train_and_evaluate(config, rundir, progress=False)
+                except ForeignCheckpointDirectoryError as error:
+                    # A half-finished run of another config (checked before any work).
+                    moved = _set_aside(rundir, None)
+                    log(
+                        f"{prefix}  not resumed ({error.__class__.__name__}); moved to {moved.name}"
+                    )
+                    rundir.mkdir(parents=True)
+                    results = train_and_evaluate(config, rundir, progress=False)
                 if spec.variant.length_eval:
                     outcome.length_eval = _length_eval(config, rundir, spec.variant.length_eval)
                 outcome.wall_seconds = time.perf_counter() - t0

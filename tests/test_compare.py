@@ -18,7 +18,7 @@ import recurrax
 import recurrax.tasks as tasks
 from recurrax.diagnostics import state_gradient_norms
 from recurrax.models import FAMILIES, ModelConfig, check_config
-from recurrax.run import train_and_evaluate
+from recurrax.run import config_hash, train_and_evaluate
 from recurrax.tasks.data_files import is_available
 
 REPO = Path(__file__).resolve().parents[1]
@@ -525,6 +525,29 @@ def test_a_stored_run_of_another_config_is_set_aside_and_trained_again(tmp_path,
     assert calls == [rundir] and outcome.status == "trained"
     assert (tmp_path / "adding-T12/rnn/seed0.stale-00000000/results.json").exists()
     assert "train.batch_size" in lines[0] and "not reused" in lines[0]
+
+
+def test_a_half_finished_run_of_another_config_is_set_aside_and_trained_afresh(tmp_path):
+    import shutil
+
+    (spec,) = suites.runs(_tiny_variants()[:1], families=["rnn"])
+    rundir = tmp_path / spec.relpath()
+    other = spec.config()
+    other.optimizer.total_steps = 12  # a run of another schedule, stopped before its results
+    runner.train_and_evaluate(other, rundir, progress=False)
+    (rundir / "results.json").unlink()
+    shutil.rmtree(rundir / "tensorboard", ignore_errors=True)
+    lines = []
+    (outcome,) = runner.execute([spec], tmp_path, log=lines.append)
+    assert outcome.status == "trained", outcome.reason
+    assert outcome.results["config_hash"] == config_hash(spec.config())
+    assert "not resumed (ForeignCheckpointDirectoryError)" in lines[0]
+    assert (rundir.parent / "seed0.stale-partial" / "checkpoints").is_dir()
+    # A half-finished run of the same config resumes in place.
+    (rundir / "results.json").unlink()
+    (outcome,) = runner.execute([spec], tmp_path, log=lines.append)
+    assert outcome.status == "trained" and outcome.results["resumed_from"] == 6
+    assert not (rundir.parent / "seed0.stale-partial-2").exists()
 
 
 def test_csv_takes_settings_from_the_runs_record_not_the_suite(tmp_path):
