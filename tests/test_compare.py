@@ -691,3 +691,28 @@ def test_a_part_of_some_families_keeps_the_stored_runs_of_the_others(tmp_path, m
     outcomes = runner.execute(suites.runs(variants), tmp_path / "runs", log=lambda line: None)
     assert parts.save_parts(outcomes, tmp_path / "parts", command="again") == []
     assert used[0]["command"] == "--families=lstm"
+
+
+def test_medium_suite_has_the_papers_settings_where_a_cpu_can():
+    def config(row, family):
+        specs = suites.runs("medium", tasks=[row], families=[family], seeds=[0])
+        (spec,) = [s for s in specs if s.variant.name == row]
+        return spec.config()
+
+    for task in ("selective_copy", "induction_heads"):  # Mamba §4.1: 2 layers, d = 64
+        c = config(task, "mamba")
+        assert (c.model.num_layers, c.model.width) == (2, 64)
+    assert config("selective_copy", "mamba").task.length == 256
+    induction = config("induction_heads", "mamba")
+    assert induction.task.length == 256 and max(induction.task.test_lengths) == 4 * 256
+    assert induction.train.patience == 0  # the plateau before the drop is not a flat curve
+    mnist1d = config("mnist1d", "gru")  # the mnist1d reference settings
+    assert (mnist1d.train.batch_size, mnist1d.optimizer.learning_rate) == (100, 1e-2)
+    assert mnist1d.train.num_steps == 8000 and mnist1d.model.width == 128
+    assert config("adding-T1000", "lru").task.length == 1000
+    for row in ("parity", "s5_word"):
+        (variant,) = [v for v in suites.MEDIUM if v.name == row]
+        assert max(variant.length_eval) == 1000
+        negative = config(f"{row}-negative", "mingru")
+        assert negative.model.cell_options.negative_transitions is True
+        assert config(row, "mingru").model.cell_options.get("negative_transitions") in (None, False)
