@@ -38,9 +38,9 @@ def save_parts(
 ) -> list[Path]:
     """Writes one part file per variant of ``outcomes`` (runs with results only); returns them.
 
-    A variant none of whose runs has results, or none of whose runs this invocation trained,
-    keeps its earlier part file (and its date and command), if any; a part of some families or
-    seeds keeps the stored runs of the others.
+    A variant none of whose runs has results, or whose runs the part file already holds (reused
+    runs of the same config hash), keeps its earlier part file (and its date and command), if any;
+    a part of some families or seeds keeps the stored runs of the others.
     """
     by_variant: dict[str, list[Outcome]] = {}
     for outcome in outcomes:
@@ -52,7 +52,13 @@ def save_parts(
     paths = []
     for variant, group in by_variant.items():
         path = part_path(directory, variant)
-        if path.exists() and all(o.status == "reused" for o in group):
+        earlier = read_json(path).get("runs", []) if path.exists() else []
+        held = {(r["family"], r["seed"]): r["results"].get("config_hash") for r in earlier}
+        if path.exists() and all(
+            o.status == "reused"
+            and held.get((o.spec.family, o.spec.seed)) == o.results.get("config_hash")
+            for o in group
+        ):
             continue
         runs = [
             {
@@ -68,10 +74,8 @@ def save_parts(
             }
             for o in group
         ]
-        if path.exists():  # keep the stored runs of families and seeds this part did not run
-            now = {(r["family"], r["seed"]) for r in runs}
-            earlier = read_json(path).get("runs", [])
-            runs += [r for r in earlier if (r["family"], r["seed"]) not in now]
+        now = {(r["family"], r["seed"]) for r in runs}  # keep the stored runs of the others
+        runs += [r for r in earlier if (r["family"], r["seed"]) not in now]
         write_json(
             path,
             {"version": PART_VERSION, "variant": variant, "date": date, "command": command,

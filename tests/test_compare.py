@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -503,7 +504,6 @@ def test_reuse_refuses_a_run_whose_config_differs_in_any_field():
 
 
 def test_a_stored_run_of_another_config_is_set_aside_and_trained_again(tmp_path, monkeypatch):
-    import json
 
     (spec,) = suites.runs(_tiny_variants()[:1], families=["rnn"])
     rundir = tmp_path / spec.relpath()
@@ -625,6 +625,18 @@ def test_a_report_is_assembled_from_parts_run_at_different_times(tmp_path, monke
     statuses = {(o.spec.variant.name, o.spec.family, o.status) for o in out["outcomes"]}
     assert {("adding-T12", "rnn", "trained"), ("adding-T12", "lstm", "reused")} <= statuses
     assert ("parity", "lstm", "reused") in statuses
+
+    # A run reused from the run directories but missing from the part file is written into it.
+    path = parts_dir / "adding-T12.json"
+    stored = json.loads(path.read_text())
+    stored["runs"] = [r for r in stored["runs"] if r["family"] != "lstm"]
+    path.write_text(json.dumps(stored))
+    out = part("adding", "first")
+    assert {o.status for o in out["outcomes"] if o.spec.variant.name == "adding-T12"} == {"reused"}
+    assert sorted(r["family"] for r in json.loads(path.read_text())["runs"]) == ["lstm", "rnn"]
+    unchanged = path.read_text()
+    part("adding", "first")  # every run already held: the part file is left as it was
+    assert path.read_text() == unchanged
 
     # A part whose config no longer matches the suite is left out and named.
     changed = [dataclasses.replace(variants[0], model={"width": 6, "state_size": 6}), variants[1]]
