@@ -504,7 +504,6 @@ def test_reuse_refuses_a_run_whose_config_differs_in_any_field():
 
 
 def test_a_stored_run_of_another_config_is_set_aside_and_trained_again(tmp_path, monkeypatch):
-
     (spec,) = suites.runs(_tiny_variants()[:1], families=["rnn"])
     rundir = tmp_path / spec.relpath()
     rundir.mkdir(parents=True)
