@@ -175,6 +175,24 @@ def table(swept: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def markdown(suite: str, stored: Mapping[str, Any]) -> list[str]:
+    """The sweep file's table (``sweep-<suite>.md``): the grid, and every trial and choice."""
+    return [
+        f"# Learning-rate sweep of the `{suite}` suite",
+        "",
+        f"Last command: `{stored['command']}` ({stored['date']}, {stored['machine']}). Six "
+        "trials per family and task, on the task's first row (every row of the task runs at the "
+        "choice), seed 0, the row's budget and early stopping, scored by the best validation "
+        "loss: the recipe's learning rate (`experiments/recipes.py`) × "
+        f"{', '.join(f'{f:.3g}' for f in LR_FACTORS)} with the recipe's initialisation and with "
+        "the family's one alternative (`recipes.init_alternative`), or × "
+        f"{', '.join(f'{f:.3g}' for f in FINE_LR_FACTORS)} for a family without one. The suite "
+        "runs each family at its chosen learning rate and initialisation.",
+        "",
+        *table(stored["tasks"]),
+    ]
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -202,20 +220,7 @@ def main(argv):
     stored["machine"] = platform.processor() or platform.machine()
     path.parent.mkdir(parents=True, exist_ok=True)
     runner.write_json(path, stored)
-    lines = [
-        f"# Learning-rate sweep of the `{suite}` suite",
-        "",
-        f"Last command: `{stored['command']}` ({stored['date']}, {stored['machine']}). Six "
-        "trials per family and task, on the task's first row (every row of the task runs at the "
-        "choice), seed 0, the row's budget and early stopping, scored by the best validation "
-        "loss: the recipe's learning rate (`experiments/recipes.py`) × "
-        f"{', '.join(f'{f:.3g}' for f in LR_FACTORS)} with the recipe's initialisation and with "
-        "the family's one alternative (`recipes.init_alternative`), or × "
-        f"{', '.join(f'{f:.3g}' for f in FINE_LR_FACTORS)} for a family without one. The suite "
-        "runs each family at its chosen learning rate and initialisation.",
-        "",
-        *table(stored["rows"]),
-    ]
+    lines = markdown(suite, stored)
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

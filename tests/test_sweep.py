@@ -79,6 +79,10 @@ def test_a_tiny_sweep_and_the_suite_runs_at_the_chosen_settings(tmp_path):
     assert record["chosen"]["cell_options"] == best["cell_options"]
     assert sum(t["cell_options"] == {"forget_bias": 3.0} for t in record["trials"]) == 3
 
+    stored = {"tasks": choices, "command": "sweep", "date": "today", "machine": "cpu"}
+    text = "\n".join(sweep.markdown("test", stored))
+    assert "| adding (adding-T12) | lstm | 0.003 |" in text and "forget_bias=3" in text
+
     # The choice applies to every row of the task, and only to the swept family.
     path = tmp_path / "sweep.json"
     chosen = {"learning_rate": 7e-4, "cell_options": {"forget_bias": 3.0}}
