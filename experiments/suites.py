@@ -29,7 +29,9 @@ synthetic tasks (128 for induction heads and the char-LM), the whole MNIST-1D te
 the small Fashion-MNIST test split (2000). It also holds parity with ``negative_transitions`` on the
 input-dependent diagonal recurrences (``parity-negative``), the MQAR state-size curve (MQAR at
 (64, 4) for widths 16…128 for a subset of families, one seed), induction heads evaluated at test
-lengths 64…1024, and parity / S5 evaluated at fixed lengths.
+lengths 64…1024, and parity / S5 evaluated at fixed lengths. Like ``medium``, it can be run a task at a
+time (``--tasks=...``, e.g. right after that task's sweep): each row is kept in
+``experiments/results/small/<row>.json`` and ``RESULTS.md`` is assembled from every part.
 
 ``medium`` — the papers' configurations where a CPU can, for the families each claim is about:
 selective copying at L + 2M = 256 and induction heads trained at 256 (tested up to 1024) with
@@ -586,8 +588,9 @@ DEFAULT_REPORTS = {
 SWEPT_SUITES = {"small": _small, "medium": _medium}
 """The suites ``experiments/sweep.py`` tunes, as builders of their rows at the recipes' rates."""
 
-DEFAULT_PARTS = {"medium": "experiments/results/medium"}
-"""Suites whose rows are kept per row in committed part files (``experiments/parts.py``)."""
+DEFAULT_PARTS = {"small": "experiments/results/small", "medium": "experiments/results/medium"}
+"""Suites whose rows are kept per row in committed part files (``experiments/parts.py``), so that
+a task can be rerun alone (after its sweep, say) and the report still covers every row."""
 
 
 def variants(suite: str) -> tuple[Variant, ...]:
