@@ -330,7 +330,12 @@ def test_every_check_runs_on_empty_results():
 def test_small_suite_covers_every_task_family_and_three_seeds():
     specs = suites.runs("small")
     main = [s for s in specs if s.variant.group == "main"]
-    assert {s.task for s in main} == set(tasks.names())
+    long_range = {  # (the encoder–decoder tasks have a comparison of their own)
+        name
+        for name in tasks.names()
+        if tasks.get(name).spec(tasks.get(name).small_config()).target != "transduction"
+    }
+    assert {s.task for s in main} == long_range
     for variant in {s.variant.name for s in main}:
         runs = {(s.family, s.seed) for s in main if s.variant.name == variant}
         families = suites.NEGATIVE_FAMILIES if variant.endswith("-negative") else FAMILIES

@@ -249,3 +249,35 @@ def test_embedding_and_dense_readout():
     np.testing.assert_allclose(
         readout.apply(r, out), out @ r["W"] + r["b"][None, None, :], rtol=1e-6
     )
+
+
+@pytest.mark.parametrize("family", ["lru", "mamba"])
+def test_residual_cell_stepped_equals_residual_block(family, key):
+    """The one-step form of the block, unrolled on the step path, equals the block itself (run on
+    its default path) at every real step and in the final carry, with the same params."""
+    if family == "lru":
+        cell, glu = recurrax.lru(8, 6), True
+    else:
+        cell, glu = recurrax.mamba(6, d_state=4), False
+    block = recurrax.residual_block(cell, 6, glu=glu)
+    step_cell = recurrax.layers.residual_cell(cell, 6, glu=glu)
+    block_params = block.init(key, 6)
+    cell_params = {**block_params, "rnn": block_params["rnn"]["cell"]}
+    assert jax.tree.structure(cell_params) == jax.tree.structure(step_cell.init(key, 6))
+    xs = jax.random.normal(jax.random.key(1), (2, 7, 6), jnp.float32)
+    lengths = jnp.array([7, 4], jnp.int32)
+    carry, ys = block.apply(block_params, xs, lengths=lengths)
+    step_carry, step_ys = recurrax.unroll(
+        step_cell, cell_params, xs, lengths=lengths, method="step"
+    )
+    # (At padded steps the block passes its input through the residual, the cell outputs zero.)
+    real = (jnp.arange(7, dtype=jnp.int32)[None, :] < lengths[:, None])[..., None]
+    assert_trees_close(jnp.where(real, step_ys, 0.0), jnp.where(real, ys, 0.0), 1e-5, 1e-5)
+    assert_trees_close(step_carry, carry, rtol=1e-5, atol=1e-5)
+
+
+def test_residual_cell_rejects_bad_sizes(key):
+    with pytest.raises(ValueError, match=r"cell must output features \(6\).*got 8"):
+        recurrax.layers.residual_cell(recurrax.gru(8), 6, glu=False)
+    with pytest.raises(ValueError, match=r"input_size must equal features \(6\).*got 5"):
+        recurrax.layers.residual_cell(recurrax.gru(8), 6).init(key, 5)

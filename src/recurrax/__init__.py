@@ -99,8 +99,10 @@ __all__ = [
 ]
 
 SUBMODULES = (
+    "attention",
     "cells",
     "checkpoint",
+    "decoding",
     "diagnostics",
     "driver",
     "kernels",
@@ -113,7 +115,10 @@ SUBMODULES = (
     "pooling",
     "readout",
     "run",
+    "scheduled_sampling",
+    "seq2seq",
     "tasks",
+    "text",
     "train",
 )
 

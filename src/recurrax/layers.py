@@ -530,28 +530,7 @@ def residual_block(
             f"layer must output features ({features}) per step when glu=False; got "
             f"{inner.output_size}"
         )
-    value, gate = dense(features), dense(features)
-
-    def init(key, input_size):
-        if input_size != features:
-            raise ValueError(
-                f"input_size must equal features ({features}) for a residual block; "
-                f"got {input_size!r}"
-            )
-        k_rnn, k_glu = jax.random.split(key)
-        params = {
-            "rnn": inner.init(k_rnn, features),
-            "norm": {
-                "scale": jnp.ones((features,), jnp.float32),
-                "bias": jnp.zeros((features,), jnp.float32),
-            },
-        }
-        if glu:
-            params["glu"] = {
-                "value": value.init(k_glu, inner.output_size),
-                "gate": gate.init(jax.random.fold_in(k_glu, 1), inner.output_size),
-            }
-        return params
+    init, branch = _residual_parts(inner.init, inner.output_size, features, glu)
 
     def apply(
         params,
@@ -578,14 +557,99 @@ def residual_block(
             key=key,
             train=train,
         )
-        if glu:
-            p = params["glu"]
-            y = value.apply(p["value"], y) * jax.nn.sigmoid(gate.apply(p["gate"], y))
+        y = branch(params, y)
         if train and dropout > 0:
             y = y * _sequence_mask(key, dropout, y.shape, y.dtype)
         return carry, xs + y
 
     return SequenceLayer(init, apply, features, inner.initial_carry)
+
+
+def residual_cell(cell: Cell, features: int, *, glu: bool = True) -> Cell:
+    r"""The one-step form of :func:`residual_block`: a cell that a decoder can step token by token.
+
+    .. math::
+
+        (c_t, z_t) = \mathrm{cell}(c_{t-1}, \mathrm{LN}(x_t)), \qquad
+        y_t = x_t + \mathrm{GLU}(z_t)
+
+    Unrolled over a sequence it computes exactly what ``residual_block(cell, features, glu=glu)``
+    computes (without dropout), with the same params except that ``params["rnn"]`` holds the
+    cell's params directly (the block's holds ``{"cell": ...}``, the params of
+    :func:`recurrent`). It is an ordinary :class:`recurrax.Cell` that runs on the step path, so a
+    linear recurrence keeps its block's nonlinearity where it must be stepped (an encoder–decoder's
+    decoder, streaming).
+
+    Args:
+      cell: the recurrence.
+      features: ``D``, the width of the residual stream (the input and output features).
+      glu: put a GLU after the recurrence (False for Mamba, whose block gates and projects).
+
+    Example:
+        >>> cell = recurrax.layers.residual_cell(recurrax.lru(32, 16), 16)
+        >>> params = cell.init(jax.random.key(0), 16)
+        >>> carry, y = cell.step(params, cell.initial_carry(), jnp.ones(16))
+        >>> y.shape
+        (16,)
+    """
+    check_cell(cell)
+    check_positive_int("features", features)
+    if not glu and cell.output_size != features:
+        raise ValueError(
+            f"cell must output features ({features}) per step when glu=False; got "
+            f"{cell.output_size}"
+        )
+    init, branch = _residual_parts(cell.init, cell.output_size, features, glu)
+
+    def step(params, carry, x):
+        carry, z = cell.step(params["rnn"], carry, layer_norm(params["norm"], x))
+        return carry, x + branch(params, z)
+
+    return Cell(
+        name=f"residual_{cell.name}",
+        hidden_size=cell.hidden_size,
+        output_size=features,
+        init=init,
+        initial_carry=cell.initial_carry,
+        step=step,
+        input_size=lambda params: params["norm"]["scale"].shape[-1],
+        recurrence_params=cell.recurrence_params,
+    )
+
+
+def _residual_parts(inner_init, inner_output_size: int, features: int, glu: bool):
+    """``init(key, input_size)`` and ``branch(params, z) -> GLU(z)`` (or ``z``) of a residual
+    block whose recurrence has params ``inner_init(key, features)``."""
+    value, gate = dense(features), dense(features)
+
+    def init(key, input_size):
+        if input_size != features:
+            raise ValueError(
+                f"input_size must equal features ({features}) for a residual block; "
+                f"got {input_size!r}"
+            )
+        k_rnn, k_glu = jax.random.split(key)
+        params = {
+            "rnn": inner_init(k_rnn, features),
+            "norm": {
+                "scale": jnp.ones((features,), jnp.float32),
+                "bias": jnp.zeros((features,), jnp.float32),
+            },
+        }
+        if glu:
+            params["glu"] = {
+                "value": value.init(k_glu, inner_output_size),
+                "gate": gate.init(jax.random.fold_in(k_glu, 1), inner_output_size),
+            }
+        return params
+
+    def branch(params, z):
+        if not glu:
+            return z
+        p = params["glu"]
+        return value.apply(p["value"], z) * jax.nn.sigmoid(gate.apply(p["gate"], z))
+
+    return init, branch
 
 
 def layer_norm(params: Params, x: Array) -> Array:

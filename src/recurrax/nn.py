@@ -364,3 +364,209 @@ def load_nnx_params(module: NNXRecurrent, params: Params) -> None:
             )
     for (_, value), variable in zip(paths, variables, strict=True):
         variable.set_value(jnp.asarray(value))
+
+
+# --- Encoder–decoder adapters ---------------------------------------------------------------
+
+from recurrax.seq2seq import DecoderState, EncoderDecoder  # noqa: E402
+
+__all__ += ["NNXSeq2Seq", "Seq2Seq"]
+
+MODEL_PARAM_NAME = "model"
+"""Name of the single Linen param entry of :class:`Seq2Seq`: ``variables["params"]["model"]``."""
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, EncoderDecoder):
+        raise TypeError(
+            f"model must be a recurrax.seq2seq.EncoderDecoder (from encoder_decoder); got "
+            f"{type(model).__name__}"
+        )
+
+
+def _wants_key(teacher_probability: Any) -> bool:
+    """Whether ``apply`` may need a key: anything but the Python number 1 (teacher forcing)."""
+    exact_one = (
+        isinstance(teacher_probability, int | float)
+        and not isinstance(teacher_probability, bool)
+        and teacher_probability == 1.0
+    )
+    return not exact_one
+
+
+class Seq2Seq(linen.Module):
+    """A Linen module holding a :class:`recurrax.seq2seq.EncoderDecoder`'s params.
+
+    Params: one entry ``"model"`` holding ``model.init(key)`` unchanged, so
+    ``variables["params"]["model"]`` is exactly the pure params of ``model.apply``. Scheduled
+    sampling (``teacher_probability`` other than the Python ``1.0``) draws its key from the
+    ``"sampling"`` rng stream. ``encode`` and ``decode_step`` are methods too
+    (``module.apply(variables, src, src_lengths, method="encode")``), for decoding.
+
+    Attributes:
+      model: an :class:`recurrax.seq2seq.EncoderDecoder`.
+
+    Example::
+
+        module = recurrax.nn.Seq2Seq(model)
+        variables = module.init(jax.random.key(0), src, src_lengths, tgt_in)
+        logits, weights = module.apply(variables, src, src_lengths, tgt_in)
+    """
+
+    model: EncoderDecoder
+
+    def __post_init__(self):
+        _check_model(self.model)  # fail at construction, not at the first call
+        super().__post_init__()
+
+    def setup(self):
+        self.model_params = self.param(MODEL_PARAM_NAME, self.model.init)
+
+    def __call__(
+        self,
+        src: Array,
+        src_lengths: Array,
+        tgt_in: Array,
+        *,
+        teacher_probability: Any = 1.0,
+        sampling: str = "greedy",
+        fast: bool = True,
+    ) -> tuple[Array, Array | None]:
+        """``model.apply`` on the held params; arguments and returns as there.
+
+        Args:
+          src: ``(B, S)`` source tokens.
+          src_lengths: ``(B,)`` source lengths.
+          tgt_in: ``(B, T)`` decoder inputs (e.g. ``shift_right(targets)``).
+          teacher_probability: 1.0 (teacher forcing) or the scheduled-sampling probability.
+          sampling: ``"greedy"`` or ``"sample"``, the model's own tokens under scheduled sampling.
+          fast: allow the unrolled teacher-forcing path.
+
+        Returns:
+          ``(logits (B, T, V), weights (B, T, S) or None)``.
+        """
+        key = None
+        if _wants_key(teacher_probability) and self.has_rng("sampling"):
+            key = self.make_rng("sampling")
+        return self.model.apply(
+            self.model_params,
+            src,
+            src_lengths,
+            tgt_in,
+            teacher_probability=teacher_probability,
+            key=key,
+            sampling=sampling,
+            fast=fast,
+        )
+
+    def encode(self, src: Array, src_lengths: Array) -> DecoderState:
+        """``model.encode`` on the held params: the decoder's initial state."""
+        return self.model.encode(self.model_params, src, src_lengths)
+
+    def decode_step(self, state: DecoderState, tokens: Array):
+        """``model.decode_step`` on the held params: ``(state, logits, weights)``."""
+        return self.model.decode_step(self.model_params, state, tokens)
+
+
+def _sampling_stream(rngs: nnx.Rngs | None) -> nnx.RngStream | None:
+    """A fork of the ``sampling`` stream (or ``default``); None if there is none."""
+    if rngs is None:
+        return None
+    try:
+        return rngs["sampling"].fork()
+    except KeyError:
+        return None
+
+
+class NNXSeq2Seq(nnx.Module):
+    """An NNX module holding a :class:`recurrax.seq2seq.EncoderDecoder`'s params.
+
+    ``module.params`` is the pure params tree of ``model.init(key)`` with every array leaf
+    wrapped in ``nnx.Param`` (so ``nnx.Optimizer(module, tx, wrt=nnx.Param)`` trains it);
+    :meth:`pure_params` unwraps it. Calls run ``model.apply``; ``encode``, ``decode_step`` and
+    ``step_fn`` give the decoder's cache and step function on the held params.
+
+    Args:
+      model: an :class:`recurrax.seq2seq.EncoderDecoder`.
+      rngs: ``nnx.Rngs``; the ``params`` stream initialises the params (unless ``params`` is
+        given) and the ``sampling`` stream gives scheduled sampling its keys.
+      params: pure params to hold instead of initialising new ones (see :meth:`from_params`).
+
+    Example::
+
+        module = recurrax.nn.NNXSeq2Seq(model, rngs=nnx.Rngs(0))
+        logits, weights = module(src, src_lengths, tgt_in)
+    """
+
+    def __init__(
+        self,
+        model: EncoderDecoder,
+        *,
+        rngs: nnx.Rngs | None = None,
+        params: Params | None = None,
+    ):
+        _check_model(model)
+        if rngs is not None and not isinstance(rngs, nnx.Rngs):
+            raise TypeError(f"rngs must be an nnx.Rngs or None; got {type(rngs).__name__}")
+        if params is None:
+            if rngs is None:
+                raise TypeError("rngs must be an nnx.Rngs when params is not given; got None")
+            params = model.init(rngs.params())
+        else:
+            _check_params(params)
+        self.model = nnx.static(model)
+        self.params = nnx.data(jax.tree.map(nnx.Param, params))
+        self.rngs = nnx.data(_sampling_stream(rngs))
+
+    @classmethod
+    def from_params(
+        cls, model: EncoderDecoder, params: Params, *, rngs: nnx.Rngs | None = None
+    ) -> NNXSeq2Seq:
+        """A module holding the given pure ``params`` (inverse of :meth:`pure_params`)."""
+        return cls(model, rngs=rngs, params=params)
+
+    def pure_params(self) -> Params:
+        """The pure params tree held by the module (its ``nnx.Param`` values)."""
+        return jax.tree.map(lambda v: v.get_value(), self.params, is_leaf=_is_variable)
+
+    def __call__(
+        self,
+        src: Array,
+        src_lengths: Array,
+        tgt_in: Array,
+        *,
+        teacher_probability: Any = 1.0,
+        key: Key | None = None,
+        sampling: str = "greedy",
+        fast: bool = True,
+    ) -> tuple[Array, Array | None]:
+        """``model.apply`` on the held params; ``key`` defaults to the ``sampling`` stream
+        whenever ``teacher_probability`` is not the Python ``1.0``.
+
+        Returns:
+          ``(logits (B, T, V), weights (B, T, S) or None)``.
+        """
+        if key is None and _wants_key(teacher_probability) and self.rngs is not None:
+            key = self.rngs()
+        return self.model.apply(
+            self.pure_params(),
+            src,
+            src_lengths,
+            tgt_in,
+            teacher_probability=teacher_probability,
+            key=key,
+            sampling=sampling,
+            fast=fast,
+        )
+
+    def encode(self, src: Array, src_lengths: Array) -> DecoderState:
+        """``model.encode`` on the held params: the decoder's initial state."""
+        return self.model.encode(self.pure_params(), src, src_lengths)
+
+    def decode_step(self, state: DecoderState, tokens: Array):
+        """``model.decode_step`` on the held params: ``(state, logits, weights)``."""
+        return self.model.decode_step(self.pure_params(), state, tokens)
+
+    def step_fn(self):
+        """``model.step_fn`` on the held params: ``step(cache, tokens) -> (cache, logits)``."""
+        return self.model.step_fn(self.pure_params())

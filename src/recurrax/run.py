@@ -23,8 +23,8 @@ What happens, in order:
 
 The config schema has one source of truth, here: :func:`default_config` builds every section from
 the defaults of :class:`recurrax.models.ModelConfig`, :class:`recurrax.train.OptimizerConfig` and
-:class:`TrainConfig` (plus the per-family defaults of :data:`LINEAR_DEFAULTS`), and
-:class:`Experiment` accepts exactly those fields.
+:class:`TrainConfig` (plus the per-family defaults of :data:`LINEAR_DEFAULTS`; transduction tasks
+also get :class:`Seq2SeqConfig`), and :class:`Experiment` accepts exactly those fields.
 """
 
 from __future__ import annotations
@@ -49,11 +49,14 @@ from recurrax.metrics import MetricWriter, ProgressLine
 from recurrax.models import (
     FAMILIES,
     LINEAR,
+    DecoderOptions,
     ModelConfig,
     SequenceModel,
     check_config,
     sequence_model,
 )
+from recurrax.scheduled_sampling import teacher_schedule
+from recurrax.seq2seq import SAMPLINGS
 from recurrax.tasks.spec import Batch
 from recurrax.train import (
     OptimizerConfig,
@@ -63,7 +66,7 @@ from recurrax.train import (
     make_train_step,
     summarize,
 )
-from recurrax.validation import check_choice, check_positive_int
+from recurrax.validation import check_choice, check_positive_int, check_probability
 
 
 class TrainConfig(NamedTuple):
@@ -96,9 +99,37 @@ class TrainConfig(NamedTuple):
     evaluate_on: str = "best"
 
 
+class Seq2SeqConfig(NamedTuple):
+    """The encoder–decoder's settings (``config.seq2seq``), a section that only the configs of
+    transduction tasks have.
+
+    Attributes:
+      attention, input_feeding: the decoder (:class:`recurrax.models.DecoderOptions`).
+      teacher_schedule, teacher_k, teacher_c, teacher_min: the probability of feeding the decoder
+        the gold previous token at training step ``i`` (scheduled sampling, Bengio et al. 2015;
+        :mod:`recurrax.scheduled_sampling`): ``"constant"`` (``teacher_k``; 1.0 is teacher
+        forcing), ``"linear"`` (``max(teacher_min, teacher_k - teacher_c·i)``),
+        ``"exponential"`` (``teacher_k**i``, ``teacher_k < 1``) or ``"inverse_sigmoid"``
+        (``teacher_k / (teacher_k + exp(i / teacher_k))``, ``teacher_k >= 1``).
+      fed_token: how the decoder's own token is chosen when it is fed: ``"greedy"`` or
+        ``"sample"``.
+      label_smoothing: ε of the loss (:func:`recurrax.seq2seq.sequence_loss`).
+    """
+
+    attention: str = "none"
+    input_feeding: bool = False
+    teacher_schedule: str = "constant"
+    teacher_k: float = 1.0
+    teacher_c: float = 0.0
+    teacher_min: float = 0.0
+    fed_token: str = "greedy"
+    label_smoothing: float = 0.0
+
+
 TRAIN_FIELDS = TrainConfig._fields
 EVALUATE_ON = ("best", "last")
 SECTIONS = ("task", "model", "optimizer", "train")
+"""The sections of every config; transduction tasks' configs also have ``seq2seq``."""
 SIZES = ("small", "full")
 LINEAR_DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"num_layers": 2},
@@ -130,6 +161,8 @@ def default_config(
     config = ml_collections.ConfigDict()
     config.task = task_def.small_config() if size == "small" else task_def.full_config()
     config.task.name = task
+    if task_def.spec(config.task).target == "transduction":
+        sections["seq2seq"] = Seq2SeqConfig()._asdict()
     sections["model"]["cell_options"] = ml_collections.ConfigDict(
         dict(sections["model"]["cell_options"])
     )
@@ -207,7 +240,11 @@ class Experiment:
                 f"expected some of {ModelConfig._fields}"
             )
         self.model_config = ModelConfig(**model_fields)
-        check_config(self.model_config, self.spec)
+        self.seq2seq = _seq2seq_config(config, self.spec)
+        self.decoder = None
+        if self.seq2seq is not None:
+            self.decoder = DecoderOptions(self.seq2seq.attention, self.seq2seq.input_feeding)
+        check_config(self.model_config, self.spec, self.decoder)
         optimizer_fields = config.optimizer.to_dict()
         unknown = set(optimizer_fields) - set(OptimizerConfig._fields)
         if unknown:
@@ -259,8 +296,9 @@ class Experiment:
                 "config.train.truncated_bptt needs a task with per-step targets; "
                 f"task {self.spec.name!r} has target {self.spec.target!r}"
             )
+        self.teacher_schedule = None if self.seq2seq is None else _teacher_schedule(self.seq2seq)
         self.train = train
-        self.model: SequenceModel = sequence_model(self.model_config, self.spec)
+        self.model: SequenceModel = sequence_model(self.model_config, self.spec, self.decoder)
         self.tx = make_optimizer(self.optimizer_config, self.model)
         # Fail now, not after the first checkpoint, if one batch cannot be made.
         self.task.batch(self.task_config, train.seed, "train", 0, 1)
@@ -276,10 +314,59 @@ class Experiment:
             batch_size or self.train.batch_size,
         )
 
+    def decoder_training(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`recurrax.train.make_train_step` for the decoder of a
+        transduction task (none for other tasks)."""
+        if self.seq2seq is None:
+            return {}
+        return {
+            "teacher_schedule": self.teacher_schedule,
+            "fed_token": self.seq2seq.fed_token,
+            "label_smoothing": self.seq2seq.label_smoothing,
+        }
+
     def run_spec(self) -> dict:
         """What defines the run: saved with its checkpoints and checked on resume."""
         spec = {k: v for k, v in self.spec._asdict().items()}
         return {"config": self.config.to_dict(), "task_spec": spec}
+
+
+def _seq2seq_config(config, spec) -> Seq2SeqConfig | None:
+    """``config.seq2seq`` checked: present exactly for transduction tasks, known fields only."""
+    if spec.target != "transduction":
+        if "seq2seq" in config:
+            raise ValueError(
+                f"config.seq2seq applies to transduction tasks only; task {spec.name!r} has "
+                f"target {spec.target!r}"
+            )
+        return None
+    fields = config.seq2seq.to_dict() if "seq2seq" in config else {}
+    unknown = set(fields) - set(Seq2SeqConfig._fields)
+    if unknown:
+        raise ValueError(
+            f"config.seq2seq has unknown fields {sorted(unknown)}; "
+            f"expected some of {Seq2SeqConfig._fields}"
+        )
+    seq2seq = Seq2SeqConfig(**fields)
+    check_choice("config.seq2seq.fed_token", seq2seq.fed_token, SAMPLINGS)
+    check_probability("config.seq2seq.label_smoothing", seq2seq.label_smoothing)
+    return seq2seq
+
+
+def _teacher_schedule(seq2seq: Seq2SeqConfig):
+    """The teacher-probability schedule (None: teacher forcing), checked now."""
+    kind, k = seq2seq.teacher_schedule, seq2seq.teacher_k
+    if kind == "constant":
+        params = {"probability": k}
+    elif kind == "linear":
+        params = {"k": k, "c": seq2seq.teacher_c, "minimum": seq2seq.teacher_min}
+    else:
+        params = {"k": k}
+    try:
+        schedule = teacher_schedule(kind, **params)
+    except ValueError as error:
+        raise ValueError(f"config.seq2seq.teacher_schedule={kind!r}: {error}") from None
+    return None if kind == "constant" and k == 1.0 else schedule
 
 
 def _finite(value: float) -> bool:
@@ -349,7 +436,12 @@ def train_and_evaluate(
     start = int(state.step)
 
     train_step = jax.jit(
-        make_train_step(experiment.model, experiment.tx, truncated_bptt=train.truncated_bptt),
+        make_train_step(
+            experiment.model,
+            experiment.tx,
+            truncated_bptt=train.truncated_bptt,
+            **experiment.decoder_training(),
+        ),
         out_shardings=(replicated, replicated),
     )
     eval_step = jax.jit(make_eval_step(experiment.model))
@@ -476,17 +568,7 @@ def evaluate_at_lengths(
     config with ``test_min_length = test_max_length = L`` (the length fields of parity and the S5
     word problem). Returns ``{str(L): metrics}``.
     """
-    experiment = Experiment(config)
-    checkpoints = Checkpoints(
-        Path(workdir) / "checkpoints",
-        keep=config.train.keep_checkpoints,
-        run_spec=experiment.run_spec(),
-    )
-    template = init_state(experiment.model, experiment.tx, jax.random.key(config.train.seed))
-    step = checkpoints.latest_step()
-    if experiment.train.evaluate_on == "best" and checkpoints.best_step() is not None:
-        step = checkpoints.best_step()
-    state = checkpoints.restore(step, template)
+    experiment, params = restore_evaluated(config, workdir)
     eval_step = jax.jit(make_eval_step(experiment.model))
     sharding = data_sharding()
     out = {}
@@ -496,7 +578,7 @@ def evaluate_at_lengths(
         task_config.test_max_length = int(length)
         out[str(int(length))] = evaluate(
             experiment,
-            state.params,
+            params,
             "test",
             config.train.test_batches,
             eval_step,
@@ -504,6 +586,40 @@ def evaluate_at_lengths(
             task_config,
         )
     return out
+
+
+def restore_evaluated(config: ml_collections.ConfigDict, workdir: str | os.PathLike):
+    """``(experiment, params)`` of the checkpoint a finished run of ``config`` in ``workdir``
+    evaluated: the best by validation loss with ``config.train.evaluate_on == "best"``, else the
+    latest."""
+    experiment = Experiment(config)
+    checkpoints = Checkpoints(
+        Path(workdir) / "checkpoints",
+        keep=config.train.keep_checkpoints,
+        run_spec=experiment.run_spec(),
+    )
+    carries = None
+    if experiment.train.truncated_bptt:  # (the state then holds the carries, as in training)
+        carries = _zero_carries(experiment, experiment.train.batch_size)
+    template = init_state(
+        experiment.model, experiment.tx, jax.random.key(config.train.seed), carries
+    )
+    step = checkpoints.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"workdir {workdir} holds no checkpoint of a run")
+    if experiment.train.evaluate_on == "best" and checkpoints.best_step() is not None:
+        step = checkpoints.best_step()
+    return experiment, checkpoints.restore(step, template).params
+
+
+def stored_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+    """The resolved config of the finished run in ``workdir`` (from its ``results.json``)."""
+    path = Path(workdir) / "results.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"workdir {workdir} holds no results.json: train it first (experiments/main.py)"
+        )
+    return ml_collections.ConfigDict(json.loads(path.read_text())["config"])
 
 
 def state_size(config: ml_collections.ConfigDict) -> int:

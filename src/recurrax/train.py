@@ -8,6 +8,12 @@ counts so that averages over many batches are exact.
 Conventions: perplexity is ``exp(mean NLL per real token)`` and bits per character is
 ``NLL / ln 2``; global-norm clipping scales gradients by ``min(1, τ/‖g‖)`` and never scales small
 gradients up; the step key is ``fold_in(key, step)``.
+
+Transduction tasks (an encoder–decoder, :mod:`recurrax.seq2seq`) train on the output tokens with
+teacher forcing, or with scheduled sampling when a teacher schedule is given (the probability of
+feeding the gold token at training step ``i``, :mod:`recurrax.scheduled_sampling`), and with optional
+label smoothing. Their evaluation decodes greedily (:func:`recurrax.decoding.greedy`) and counts the
+sequences generated exactly (``exact_match``), beside the teacher-forced loss and perplexity.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from recurrax import decoding
 from recurrax.array_types import Array, Key, Params
 from recurrax.models import SequenceModel, make_cell
 from recurrax.optim import grouped
+from recurrax.seq2seq import sequence_loss
 from recurrax.tasks.spec import Batch
 
 LN2 = math.log(2.0)
@@ -102,14 +110,41 @@ def init_state(
 
 
 def loss_and_sums(
-    model: SequenceModel, params: Params, batch: Batch, *, carries=None, key=None, train=False
+    model: SequenceModel,
+    params: Params,
+    batch: Batch,
+    *,
+    carries=None,
+    key=None,
+    train=False,
+    teacher_probability=1.0,
+    fed_token: str = "greedy",
+    label_smoothing: float = 0.0,
 ):
     """Mean loss over real scored positions, the sums that evaluation adds up, and new carries.
 
     Returns ``(loss, sums, carries)`` with ``sums = {"loss": Σ per-position loss, "count": number of
     scored positions, "correct": Σ correct predictions}`` (``correct`` for classification only).
+    Transduction tasks add ``"nll"`` (Σ NLL without label smoothing) and have no carries;
+    ``teacher_probability``, ``fed_token`` and ``label_smoothing`` apply to them only (see
+    :func:`recurrax.seq2seq.sequence_loss`).
     """
     spec = model.spec
+    if spec.target == "transduction":
+        logits, _ = model.apply(
+            params,
+            batch.inputs,
+            lengths=batch.lengths,
+            targets=batch.targets,
+            teacher_probability=teacher_probability,
+            key=key,
+            sampling=fed_token,
+        )
+        loss, sums = sequence_loss(
+            logits, batch.targets, batch.loss_mask, label_smoothing=label_smoothing
+        )
+        names = ("loss", "nll", "count", "correct")
+        return loss, {k: sums[k].astype(jnp.float32) for k in names}, None
     outputs, new_carries = model.apply(
         params,
         batch.inputs,
@@ -165,25 +200,48 @@ def summarize(sums: dict, spec) -> dict[str, float]:
     if spec.metric in ("bits_per_char", "cross_entropy"):
         metrics["bits_per_char"] = loss / LN2
         metrics["perplexity"] = math.exp(min(loss, 700.0))
+    if "nll" in sums:
+        metrics["perplexity"] = math.exp(min(float(sums["nll"]) / count, 700.0))
+    if "exact" in sums:
+        metrics["exact_match"] = float(sums["exact"]) / max(float(sums["sequences"]), 1.0)
+        metrics["generated_token_accuracy"] = float(sums["generated_correct"]) / count
     return metrics
 
 
 def make_train_step(
-    model: SequenceModel, tx: optax.GradientTransformation, *, truncated_bptt: bool = False
+    model: SequenceModel,
+    tx: optax.GradientTransformation,
+    *,
+    truncated_bptt: bool = False,
+    teacher_schedule=None,
+    fed_token: str = "greedy",
+    label_smoothing: float = 0.0,
 ):
     """``train_step(state, batch, key) -> (state, metrics)``.
 
     With ``truncated_bptt`` the carries in ``state`` start the batch and the carries at its end
     (with ``stop_gradient``: no gradient flows into earlier batches) go into the new state.
+    For transduction tasks, ``teacher_schedule(step)`` (None: teacher forcing) is the probability
+    of feeding the gold token at this step, and ``fed_token`` how the model's own token is chosen
+    otherwise (``"greedy"`` or ``"sample"``); ``label_smoothing`` is ε of the loss.
     """
 
     def train_step(state: TrainState, batch: Batch, key: Key):
         step_key = jax.random.fold_in(key, state.step)
         carries = jax.lax.stop_gradient(state.carries) if truncated_bptt else None
+        teacher = 1.0 if teacher_schedule is None else teacher_schedule(state.step)
 
         def loss_fn(params):
             loss, sums, new_carries = loss_and_sums(
-                model, params, batch, carries=carries, key=step_key, train=True
+                model,
+                params,
+                batch,
+                carries=carries,
+                key=step_key,
+                train=True,
+                teacher_probability=teacher,
+                fed_token=fed_token,
+                label_smoothing=label_smoothing,
             )
             return loss, (sums, new_carries)
 
@@ -194,6 +252,8 @@ def make_train_step(
             updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        if teacher_schedule is not None:
+            metrics["teacher_probability"] = jnp.asarray(teacher, jnp.float32)
         if "correct" in sums:
             metrics["accuracy"] = sums["correct"] / jnp.maximum(sums["count"], 1.0)
         new_state = TrainState(
@@ -208,10 +268,34 @@ def make_train_step(
 
 
 def make_eval_step(model: SequenceModel):
-    """``eval_step(params, batch, carries=None) -> (sums, carries)``; no dropout."""
+    """``eval_step(params, batch, carries=None) -> (sums, carries)``; no dropout.
+
+    For transduction tasks the sums also count what greedy decoding generates, with the targets'
+    width as its maximum length: ``"exact"`` sequences equal to their target (every token up to
+    and including ``<eos>``, nothing after it), ``"generated_correct"`` real target positions
+    generated right, and ``"sequences"``.
+    """
 
     def eval_step(params: Params, batch: Batch, carries=None):
         _, sums, new_carries = loss_and_sums(model, params, batch, carries=carries)
+        if model.spec.target == "transduction":
+            sums.update(generated_sums(model, params, batch))
         return sums, new_carries
 
     return eval_step
+
+
+def generated_sums(model: SequenceModel, params: Params, batch: Batch) -> dict[str, Array]:
+    """Greedy decoding of a transduction batch scored against its targets (see
+    :func:`make_eval_step`)."""
+    seq2seq = model.encoder_decoder
+    state = seq2seq.encode(params, batch.inputs, batch.lengths)
+    targets = jnp.asarray(batch.targets, jnp.int32)
+    out = decoding.greedy(seq2seq.step_fn(params), state, max_length=targets.shape[1])
+    same = out.tokens == targets
+    real = jnp.asarray(batch.loss_mask, bool)
+    return {
+        "exact": jnp.sum(jnp.all(same, axis=1).astype(jnp.float32)),
+        "generated_correct": jnp.sum((same & real).astype(jnp.float32)),
+        "sequences": jnp.asarray(targets.shape[0], jnp.float32),
+    }

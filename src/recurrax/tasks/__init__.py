@@ -8,12 +8,14 @@ from recurrax.tasks import (
     adding,
     char_lm,
     copy_memory,
+    dates,
     induction_heads,
     listops,
     mqar,
     selective_copy,
     sequential_images,
     state_tracking,
+    transduction,
 )
 from recurrax.tasks.adding import adding_batch
 from recurrax.tasks.registry import get, names, register
@@ -31,6 +33,10 @@ for _task in (
     sequential_images.MNIST1D_TASK,
     sequential_images.FASHION_TASK,
     char_lm.TASK,
+    transduction.REVERSE_TASK,
+    transduction.SORT_TASK,
+    transduction.ADDITION_TASK,
+    dates.TASK,
 ):
     register(_task)
 

@@ -1,0 +1,7 @@
+"""Config for date normalisation, many surface formats to ISO 8601 (an encoder–decoder task); the argument after the colon names the model family (and size)."""
+
+from experiments.configs.common import make_config
+
+
+def get_config(arg=None):
+    return make_config("dates", arg)
