@@ -18,6 +18,8 @@ from experiments.suites import (
     NEGATIVE_FAMILIES,
     NEGATIVE_SUFFIX,
     SELECTIVE,
+    SEQ2SEQ_ATTENTION,
+    SEQ2SEQ_FAMILIES,
     TIME_INVARIANT,
 )
 
@@ -480,8 +482,112 @@ MEDIUM_TARGETS: tuple[Check, ...] = (
 )  # fmt: skip
 """The ``medium`` suite's targets, checked on its report beside the expected orderings."""
 
-TARGETS: dict[str, tuple[Check, ...]] = {"medium": MEDIUM_TARGETS}
-"""Per suite: targets its report checks besides :data:`CHECKS`."""
+# ----------------------------------------------------------------------------- the seq2seq suite
+# Rows are "<task>-<attention>": "<task>-bahdanau" with attention, "<task>-none" without.
+
+
+def _best_at_least(row: str, threshold: float) -> Callable[[Summaries], CheckResult]:
+    """The best family of ``row`` reaches ``threshold`` (every family's mean is listed)."""
+
+    def check(s: Summaries) -> CheckResult:
+        values = _means(s.get(row, {}), SEQ2SEQ_FAMILIES)
+        if not values:
+            return CheckResult(NA, f"no {row} runs")
+        best = max(values, key=values.get)
+        ok = values[best] >= threshold
+        return CheckResult(
+            "yes" if ok else "no", f"best {best} {fmt(values[best])}; {_list(values)}"
+        )
+
+    return check
+
+
+def _attention_apart(task: str) -> Callable[[Summaries], CheckResult]:
+    """For every family, the 95% interval with attention lies above the one without."""
+
+    def check(s: Summaries) -> CheckResult:
+        with_ = s.get(f"{task}-{SEQ2SEQ_ATTENTION}", {})
+        without = s.get(f"{task}-none", {})
+        families = [f for f in SEQ2SEQ_FAMILIES if f in with_ and f in without]
+        if not families:
+            return CheckResult(NA, f"no {task} runs with and without attention")
+        ok, parts = True, []
+        for f in families:
+            a, b = with_[f].interval, without[f].interval
+            apart = a is not None and b is not None and a[0] > b[1]
+            ok &= apart
+            parts.append(f"{f} {cell_range(with_[f])} vs {cell_range(without[f])}")
+        return CheckResult("yes" if ok else "no", "; ".join(parts))
+
+    return check
+
+
+def cell_range(cell: Summary) -> str:
+    """``mean [low, high]`` (or the mean alone, with one seed)."""
+    if cell.interval is None:
+        return fmt(cell.mean)
+    return f"{fmt(cell.mean)} [{fmt(cell.interval[0])}, {fmt(cell.interval[1])}]"
+
+
+def _longer_is_harder(short: str, long: str, attention: str) -> Callable[[Summaries], CheckResult]:
+    """For every family, exact match at ``long`` is below ``short`` (rows with ``attention``)."""
+
+    def check(s: Summaries) -> CheckResult:
+        a, b = s.get(f"{short}-{attention}", {}), s.get(f"{long}-{attention}", {})
+        families = [f for f in SEQ2SEQ_FAMILIES if f in a and f in b]
+        if not families:
+            return CheckResult(NA, f"no {short} and {long} runs with attention {attention}")
+        ok = all(b[f].mean < a[f].mean for f in families)
+        text = ", ".join(f"{f} {fmt(a[f].mean)} → {fmt(b[f].mean)}" for f in families)
+        return CheckResult("yes" if ok else "no", text)
+
+    return check
+
+
+def _attention_drops_less(short: str, long: str) -> Callable[[Summaries], CheckResult]:
+    """For every family, the drop from ``short`` to ``long`` is smaller with attention."""
+
+    def check(s: Summaries) -> CheckResult:
+        rows = {
+            (length, att): s.get(f"{length}-{att}", {})
+            for length in (short, long)
+            for att in (SEQ2SEQ_ATTENTION, "none")
+        }
+        families = [f for f in SEQ2SEQ_FAMILIES if all(f in row for row in rows.values())]
+        if not families:
+            return CheckResult(NA, f"no {short} and {long} runs with and without attention")
+
+        def drop(f, att):
+            return rows[(short, att)][f].mean - rows[(long, att)][f].mean
+
+        ok = all(drop(f, SEQ2SEQ_ATTENTION) < drop(f, "none") for f in families)
+        text = ", ".join(
+            f"{f} {fmt(drop(f, SEQ2SEQ_ATTENTION))} vs {fmt(drop(f, 'none'))}" for f in families
+        )
+        return CheckResult("yes" if ok else "no", f"drop with vs without attention: {text}")
+
+    return check
+
+
+SEQ2SEQ_CHECKS: tuple[Check, ...] = (
+    Check(1, "reverse", "without attention, longer inputs are harder (Cho et al. 2014)", "every family's exact match without attention is lower on lengths 40–50 than at 20", _longer_is_harder("reverse-L20", "reverse-L40-50", "none"), SEQ2SEQ_FAMILIES),
+    Check(2, "reverse", "attention keeps long inputs within reach (Bahdanau et al. 2015, Fig. 2)", "every family's drop from length 20 to 40–50 is smaller with attention than without", _attention_drops_less("reverse-L20", "reverse-L40-50"), SEQ2SEQ_FAMILIES),
+)  # fmt: skip
+"""The ``seq2seq`` suite's expected orderings (its report checks these in place of :data:`CHECKS`,
+which are about the task suite)."""
+
+SEQ2SEQ_TARGETS: tuple[Check, ...] = (
+    Check(1, "dates", "≥ 99% exact match on held-out dates", "the best family with attention: exact match ≥ 0.99", _best_at_least(f"dates-{SEQ2SEQ_ATTENTION}", 0.99), SEQ2SEQ_FAMILIES),
+    Check(2, "reverse", "≥ 99% exact match reversing length-20 strings", "the best family with attention: exact match ≥ 0.99 at length 20", _best_at_least(f"reverse-L20-{SEQ2SEQ_ATTENTION}", 0.99), SEQ2SEQ_FAMILIES),
+    Check(3, "reverse", "attention clearly beats no attention at length 40+", "for every family, the interval with attention lies above the one without on lengths 40–50", _attention_apart("reverse-L40-50"), SEQ2SEQ_FAMILIES),
+)  # fmt: skip
+"""The ``seq2seq`` suite's targets."""
+
+TARGETS: dict[str, tuple[Check, ...]] = {"medium": MEDIUM_TARGETS, "seq2seq": SEQ2SEQ_TARGETS}
+"""Per suite: targets its report checks besides its expected orderings."""
+
+ORDERINGS: dict[str, tuple[Check, ...]] = {"seq2seq": SEQ2SEQ_CHECKS}
+"""Per suite: the expected orderings its report checks, where they are not :data:`CHECKS`."""
 
 
 def run_checks(

@@ -4,6 +4,7 @@
     python experiments/compare.py --suite=small              # every task, ~90 min; RESULTS.md
     python experiments/compare.py --suite=medium --tasks=parity   # one part of RESULTS-medium.md
     python experiments/compare.py --suite=full               # published settings, accelerator
+    python experiments/compare.py --suite=seq2seq --tasks=dates-bahdanau   # encoder–decoders
 
 The suites are defined in ``experiments/suites.py``. Each run trains with
 ``recurrax.run.train_and_evaluate`` in ``<workdir>/<task-variant>/<family>/seed<k>/``, one after
@@ -49,6 +50,8 @@ from experiments import parts, runner, suites
 from experiments.checks import (  # noqa: F401 — re-exported: the checks, by name
     CHECKS,
     NA,
+    ORDERINGS,
+    TARGETS,
     Check,
     CheckResult,
     check_adding_gated,
@@ -126,7 +129,7 @@ def define_flags() -> None:
         "parts_dir",
         None,
         "keep each row's results in a part file here and assemble the report from every part "
-        f"(default for the medium suite: {suites.DEFAULT_PARTS['medium']}; 'none' to turn off)",
+        f"(default: {suites.DEFAULT_PARTS} by suite; 'none' to turn off)",
     )
     flags.DEFINE_bool("dry_run", False, "list the runs and exit")
 
@@ -140,7 +143,7 @@ def run_comparison(
     plots_dir: str | os.PathLike | None = None,
     suite: str = "custom",
     command: str = "",
-    gradient_plot: bool = True,
+    gradient_plot: bool | None = None,
     compilation_cache: str | os.PathLike | None = None,
     parts_dir: str | os.PathLike | None = None,
     suite_specs: Sequence[RunSpec] = (),
@@ -186,6 +189,8 @@ def run_comparison(
     plots += plot_lengths(summaries, plots_dir)
     plots += plot_mqar(summaries, plots_dir)
     gradient_curves = None
+    if gradient_plot is None:  # the cells' gradient norms are about the task suite's memory
+        gradient_plot = suite != "seq2seq"
     if gradient_plot:
         gradient_curves = gradient_norm_curves()
         plots.append(plot_gradient_norms(gradient_curves, plots_dir / "gradient-norms.png"))
@@ -202,7 +207,7 @@ def run_comparison(
         elapsed=time.perf_counter() - started,
         parts=used_parts,
     )
-    checks = run_checks(summaries)
+    checks = run_checks(summaries, ORDERINGS.get(suite, CHECKS) + TARGETS.get(suite, ()))
     for check, result in checks:
         log(f"  [{result.status:>3}] {check.task}: {check.expected}")
     log(f"report {report}, CSV {csv_path}, {len(plots)} plots in {plots_dir}")

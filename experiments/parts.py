@@ -4,7 +4,8 @@ A long suite (``medium``) is run a few rows at a time (``compare.py --suite=medi
 --tasks=parity``), on different days. After each part, :func:`save_parts` writes one JSON file per
 row (variant) into the suite's parts directory: every run's stored record (``results.json``: the
 resolved config and its hash, metrics, steps), its validation learning curve, its accuracy at
-fixed lengths, its wall time, and the command and date of the part. :func:`load_parts` reads them
+fixed lengths, its wall time, and the command, date and machine that made it (per run: one row
+can hold runs made on different days or machines, e.g. the costly family on an accelerator). :func:`load_parts` reads them
 back as :class:`experiments.runner.Outcome` values for the rows this invocation did not run, so
 the report covers every row that has ever been run, without the run directories.
 
@@ -21,12 +22,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.runner import Outcome, read_json, write_json
+from experiments.runner import Outcome, machine_description, read_json, write_json
 from experiments.suites import RunSpec
 
 from recurrax.run import config_hash
 
 PART_VERSION = 1
+PROVENANCE = ("date", "command", "machine")
+"""What each stored run records about how it was made (a run of an older part file without them
+takes its part's date and command, and an unknown machine)."""
 
 
 def part_path(directory: str | os.PathLike, variant: str) -> Path:
@@ -34,14 +38,21 @@ def part_path(directory: str | os.PathLike, variant: str) -> Path:
 
 
 def save_parts(
-    outcomes: Sequence[Outcome], directory: str | os.PathLike, *, command: str
+    outcomes: Sequence[Outcome],
+    directory: str | os.PathLike,
+    *,
+    command: str,
+    machine: str | None = None,
 ) -> list[Path]:
     """Writes one part file per variant of ``outcomes`` (runs with results only); returns them.
 
     A variant none of whose runs has results, or whose runs the part file already holds (reused
     runs of the same config hash), keeps its earlier part file (and its date and command), if any;
-    a part of some families or seeds keeps the stored runs of the others.
+    a part of some families or seeds keeps the stored runs of the others. Each run records the
+    ``command``, date and ``machine`` (default: this one, :func:`runner.machine_description`) that
+    made it; a reused run keeps its own.
     """
+    machine = machine or machine_description()
     by_variant: dict[str, list[Outcome]] = {}
     for outcome in outcomes:
         if outcome.results is not None:
@@ -52,7 +63,8 @@ def save_parts(
     paths = []
     for variant, group in by_variant.items():
         path = part_path(directory, variant)
-        earlier = read_json(path).get("runs", []) if path.exists() else []
+        part = read_json(path) if path.exists() else {}
+        earlier = part.get("runs", [])
         held = {(r["family"], r["seed"]): r["results"].get("config_hash") for r in earlier}
         if path.exists() and all(
             o.status == "reused"
@@ -60,8 +72,14 @@ def save_parts(
             for o in group
         ):
             continue
+        made = {(r["family"], r["seed"]): _provenance(r, part) for r in earlier}
         runs = [
             {
+                **(
+                    made[(o.spec.family, o.spec.seed)]
+                    if o.status == "reused" and (o.spec.family, o.spec.seed) in made
+                    else {"date": date, "command": command, "machine": machine}
+                ),
                 "family": o.spec.family,
                 "seed": o.spec.seed,
                 "results": o.results,
@@ -75,7 +93,9 @@ def save_parts(
             for o in group
         ]
         now = {(r["family"], r["seed"]) for r in runs}  # keep the stored runs of the others
-        runs += [r for r in earlier if (r["family"], r["seed"]) not in now]
+        runs += [
+            {**made[key], **r} for r in earlier if (key := (r["family"], r["seed"])) not in now
+        ]
         write_json(
             path,
             {"version": PART_VERSION, "variant": variant, "date": date, "command": command,
@@ -85,15 +105,20 @@ def save_parts(
     return paths
 
 
+def _provenance(run: dict[str, Any], part: dict[str, Any]) -> dict[str, str]:
+    """How a stored run was made: its own record, else its part's (older files), else "—"."""
+    return {k: run.get(k, part.get(k, "—")) for k in PROVENANCE}
+
+
 def load_parts(
     specs: Sequence[RunSpec], directory: str | os.PathLike
 ) -> tuple[list[Outcome], list[dict[str, Any]], list[str]]:
     """The stored outcomes of ``specs`` from ``directory``, the parts used, and the stale ones.
 
     Returns ``(outcomes, parts, stale)``: an :class:`Outcome` (status ``"reused"``) for every spec
-    whose part holds a run with the same config hash; ``parts`` are ``{"variant", "date",
-    "command"}`` of the part files used; ``stale`` names the variants whose part holds runs of
-    another config (left out).
+    whose part holds a run with the same config hash; ``parts`` holds ``{"variant", "date",
+    "command", "machine"}`` of every run used; ``stale`` names the variants whose part holds runs
+    of another config (left out).
     """
     directory = Path(directory)
     wanted: dict[str, list[RunSpec]] = {}
@@ -109,7 +134,6 @@ def load_parts(
             stale.append(f"{variant} (part format {part.get('version')})")
             continue
         stored = {(r["family"], r["seed"]): r for r in part["runs"]}
-        used = False
         for spec in group:
             run = stored.get((spec.family, spec.seed))
             if run is None:
@@ -117,7 +141,7 @@ def load_parts(
             if run["results"].get("config_hash") != config_hash(spec.config()):
                 stale.append(f"{variant}/{spec.family}/seed{spec.seed}")
                 continue
-            used = True
+            parts.append({"variant": variant, **_provenance(run, part)})
             outcomes.append(
                 Outcome(
                     spec,
@@ -132,17 +156,17 @@ def load_parts(
                     valid_curve=[tuple(point) for point in run.get("valid_curve") or []],
                 )
             )
-        if used:
-            parts.append({k: part[k] for k in ("variant", "date", "command")})
     return outcomes, parts, stale
 
 
 def describe(parts: Sequence[dict[str, Any]]) -> list[str]:
-    """Markdown lines: which part made which rows, when, with which command."""
-    lines = ["| rows | date | command |", "|---|---|---|"]
-    by_command: dict[tuple[str, str], list[str]] = {}
+    """Markdown lines: which command made which rows (and how many runs), when, on which machine."""
+    lines = ["| rows | runs | date | command | machine |", "|---|---:|---|---|---|"]
+    by_command: dict[tuple[str, str, str], list[str]] = {}
     for part in parts:
-        by_command.setdefault((part["date"], part["command"]), []).append(part["variant"])
-    for (date, command), variants in sorted(by_command.items()):
-        lines.append(f"| {', '.join(variants)} | {date} | `{command}` |")
+        key = (part["date"], part["command"], part.get("machine", "—"))
+        by_command.setdefault(key, []).append(part["variant"])
+    for (date, command, machine), variants in sorted(by_command.items()):
+        rows = ", ".join(dict.fromkeys(variants))
+        lines.append(f"| {rows} | {len(variants)} | {date} | `{command}` | {machine} |")
     return lines

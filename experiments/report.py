@@ -8,15 +8,22 @@ import csv
 import datetime
 import json
 import os
-import platform
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import jax
 import numpy as np
-from experiments.checks import CHECKS, NA, TARGETS, fmt, mqar_curves, run_checks, variants_of
+from experiments.checks import (
+    CHECKS,
+    NA,
+    ORDERINGS,
+    TARGETS,
+    fmt,
+    mqar_curves,
+    run_checks,
+    variants_of,
+)
 from experiments.parts import describe as describe_parts
-from experiments.runner import REAL_DATA_TASKS, Outcome, duration
+from experiments.runner import REAL_DATA_TASKS, Outcome, duration, machine_description
 from experiments.stats import (
     SINGLE_SEED_TOLERANCE,
     Summaries,
@@ -118,23 +125,6 @@ def write_csv(outcomes: Sequence[Outcome], path: Path) -> Path:
             }
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
     return path
-
-
-def machine_description() -> str:
-    memory = ""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory = f", {int(line.split()[1]) / 2**20:.1f} GiB memory"
-    except OSError:
-        pass
-    devices = jax.devices()
-    kinds = sorted({d.device_kind for d in devices})
-    return (
-        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores{memory}; "
-        f"JAX {jax.__version__} on {len(devices)} × {jax.default_backend()} "
-        f"({', '.join(kinds)}); Python {platform.python_version()}"
-    )
 
 
 def cell_text(cell: Summary) -> str:
@@ -290,6 +280,8 @@ def gap_lines(main: Sequence[str], summaries: Summaries) -> list[str]:
             + ", ".join(f"{k} {v}" for k, v in theirs.items()) + f" | {'; '.join(gap) or 'none'} | "
             f"{expected.get(full.task, '—')} |"
         )  # fmt: skip
+    if len(lines) == 2:
+        return ["None of these rows' tasks has a published configuration (the `full` suite)."]
     return lines
 
 
@@ -370,8 +362,8 @@ def write_report(
         "Student-t interval `[low, high]` (one seed: no interval). ↓ lower is better, ↑ higher is "
         "better. *chance*: the score of a predictor that ignores the inputs' content (adding: "
         "always 1, MSE 1/6; copy memory: 10·ln 8/(T+20); ListOps: the majority class; char_lm: "
-        "unigram entropy; classification: 1/classes; the table is `CHANCE` in "
-        "`experiments/stats.py`). Parity and S5 are scored on the unseen test lengths.",
+        "unigram entropy; classification: 1/classes; transduction (exact match): copying the "
+        "source; the table is `CHANCE` in `experiments/stats.py`, else the task's baseline). Parity and S5 are scored on the unseen test lengths.",
         "",
         *results_lines(main, by_variant, summaries, families),
         "",
@@ -427,14 +419,14 @@ def write_report(
         "",
         "## Expected orderings (published or predicted)",
         "",
-        "Each expected ordering is checked by a rule over the table above (the `CHECKS` of "
-        "`experiments/checks.py`). *yes*: reproduced; *no*: not reproduced at this budget, or "
+        "Each expected ordering is checked by a rule over the table above (`CHECKS`, or the "
+        "suite's own in `ORDERINGS`, in `experiments/checks.py`). *yes*: reproduced; *no*: not reproduced at this budget, or "
         "every family the rule compares is at chance; *n/a*: the runs it needs are missing.",
         "",
         "| row | task | expected | rule | reproduced | numbers |",
         "|---:|---|---|---|---|---|",
     ]
-    results = run_checks(summaries)
+    results = run_checks(summaries, ORDERINGS.get(suite, CHECKS))
     for check, result in results:
         lines.append(
             f"| {check.row} | {check.task} | {check.expected} | {check.full_rule} | "

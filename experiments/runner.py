@@ -15,11 +15,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import ml_collections
 from experiments.stats import chance, headline, metric_key
 from experiments.suites import RunSpec
@@ -40,6 +42,24 @@ data are found, and the report says which ran and which were skipped."""
 
 # Looked up at call time, so that tests can count or replace the training.
 train_and_evaluate = _train_and_evaluate
+
+
+def machine_description() -> str:
+    """The machine runs happen on: OS, CPU cores, memory, JAX and its devices, Python."""
+    memory = ""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = f", {int(line.split()[1]) / 2**20:.1f} GiB memory"
+    except OSError:
+        pass
+    devices = jax.devices()
+    kinds = sorted({d.device_kind for d in devices})
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores{memory}; "
+        f"JAX {jax.__version__} on {len(devices)} × {jax.default_backend()} "
+        f"({', '.join(kinds)}); Python {platform.python_version()}"
+    )
 
 
 def _print(line: str) -> None:

@@ -8,7 +8,7 @@ and :meth:`RunSpec.config` builds the run's config from ``experiments/configs/co
 plus the overrides, so that a run of the suite is exactly ``experiments/main.py`` with
 ``--config=experiments/configs/<task>.py:<family>[,full]`` and the same ``--config.*`` overrides.
 
-Four suites (the times are wall seconds per run, measured on the 2-core CPU this was written on,
+Five suites (the times are wall seconds per run, measured on the 2-core CPU this was written on,
 with ``train_and_evaluate`` in one process, one run after another; "cheap" families are rnn, lstm,
 gru, mingru, rglru, lru, s5, minlstm, and mamba the most expensive, see below):
 
@@ -43,6 +43,16 @@ stays at chance for long before it drops). It is run a part at a time
 (``--tasks=...``); each row is kept in ``experiments/results/medium/<row>.json`` and the report
 (``RESULTS-medium.md``) is assembled from every part (``experiments/parts.py``).
 
+``seq2seq`` — the encoder–decoders (:data:`SEQ2SEQ_FAMILIES`: LSTM, GRU, LRU, Mamba; width 64,
+batch 64) on the transduction tasks, each with Bahdanau attention and without: date normalisation
+(held-out dates), reversal trained on lengths 1–20 and tested at length 20, reversal trained on
+1–50 and tested on 40–50 (where a fixed-size carry must hold the whole string without attention),
+sorting and addition; three seeds, ten validations, patience four, the metric the exact match of
+greedy decoding. Its rows are kept in ``experiments/results/seq2seq/`` and its report is
+``RESULTS-seq2seq.md``, with the targets and orderings of ``experiments/checks.py``. A row can be
+run a family or a seed at a time (``--families=mamba --seeds=2``): each run's record keeps the
+command, date and machine that made it.
+
 ``full`` — the published settings (each task's full configuration, widths 128–256, tens of
 thousands of steps, three seeds), for an accelerator. Not run here.
 
@@ -73,7 +83,7 @@ SELECTIVE = ("mamba", "rglru", "mingru", "minlstm")
 TIME_INVARIANT = tuple(f for f in LINEAR if f not in SELECTIVE)  # ("lru", "s5")
 """Linear recurrences whose transition does not depend on the input (LRU, S4D/S5)."""
 
-SUITE_NAMES = ("quick", "small", "medium", "full")
+SUITE_NAMES = ("quick", "small", "medium", "full", "seq2seq")
 """The suites, cheapest first (see the module docstring)."""
 
 
@@ -98,6 +108,8 @@ class Variant:
       curve: the name of the curve a row contributes a point to (``"mqar-L128P8"``), if any.
       length_eval: lengths at which ``compare.py`` re-evaluates the final parameters with
         ``test_min_length = test_max_length = L`` (parity, S5: accuracy vs length).
+      seq2seq: overrides of ``config.seq2seq`` fields (transduction tasks only: ``attention``,
+        ``input_feeding``, the teacher schedule, ...).
     """
 
     name: str
@@ -114,6 +126,7 @@ class Variant:
     group: str = "main"
     curve: str | None = None
     length_eval: tuple[int, ...] = ()
+    seq2seq: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +168,8 @@ class RunSpec:
                 config.model[field] = value
         for field, value in {**v.optimizer, **v.family_optimizer.get(self.family, {})}.items():
             config.optimizer[field] = value
+        for field, value in v.seq2seq.items():
+            config.seq2seq[field] = value
         return config
 
 
@@ -570,11 +585,54 @@ def _full() -> tuple[Variant, ...]:
 FULL: tuple[Variant, ...] = _full()
 """The full suite: the published settings, for an accelerator (see the module docstring)."""
 
+SEQ2SEQ_FAMILIES = ("lstm", "gru", "lru", "mamba")
+"""The encoders–decoders the ``seq2seq`` suite compares: two classic RNNs, a linear recurrence and
+a selective SSM."""
+SEQ2SEQ_ATTENTION = "bahdanau"
+"""The attention of the suite's rows with attention (additive, Bahdanau et al. 2015)."""
+LONG_REVERSAL = {"max_length": 50, "eval_min_length": 40, "eval_max_length": 50}
+"""Reversal trained on lengths 1..50 and tested on 40..50: where a fixed-size carry must hold a
+whole long string without attention."""
+
+
+def _seq2seq() -> tuple[Variant, ...]:
+    """Every transduction task with and without attention, for :data:`SEQ2SEQ_FAMILIES`."""
+    rows = (
+        # (row, task, task fields, steps)
+        ("dates", "dates", {}, 1500),
+        ("reverse-L20", "reverse", {"eval_min_length": 20}, 4000),
+        ("reverse-L40-50", "reverse", LONG_REVERSAL, 2000),
+        ("sort", "sort", {}, 2000),
+        ("addition", "addition", {}, 2000),
+    )
+    return tuple(
+        _variant(
+            f"{name}-{attention}",
+            task,
+            steps,
+            64,
+            64,
+            families=SEQ2SEQ_FAMILIES,
+            task_config=task_config,
+            seq2seq={"attention": attention},
+            **SEQ2SEQ_RUNS,
+        )
+        for name, task, task_config, steps in rows
+        for attention in (SEQ2SEQ_ATTENTION, "none")
+    )
+
+
+# The seq2seq suite's rows: three seeds, ten validations, patience of four validations.
+SEQ2SEQ_RUNS = {"seeds": 3, "evals": 10, "patience": 4}
+SEQ2SEQ: tuple[Variant, ...] = _seq2seq()
+"""The seq2seq suite: encoder–decoders on the transduction tasks (see the module docstring)."""
+
 SUITES: dict[str, tuple[Variant, ...]] = {
     "quick": QUICK,
     "small": SMALL,
     "medium": MEDIUM,
     "full": FULL,
+    "seq2seq": SEQ2SEQ,
 }
 
 DEFAULT_REPORTS = {
@@ -582,13 +640,18 @@ DEFAULT_REPORTS = {
     "small": "RESULTS.md",
     "medium": "RESULTS-medium.md",
     "full": "RESULTS-full.md",
+    "seq2seq": "RESULTS-seq2seq.md",
 }
 
 
 SWEPT_SUITES = {"small": _small, "medium": _medium}
 """The suites ``experiments/sweep.py`` tunes, as builders of their rows at the recipes' rates."""
 
-DEFAULT_PARTS = {"small": "experiments/results/small", "medium": "experiments/results/medium"}
+DEFAULT_PARTS = {
+    "small": "experiments/results/small",
+    "medium": "experiments/results/medium",
+    "seq2seq": "experiments/results/seq2seq",
+}
 """Suites whose rows are kept per row in committed part files (``experiments/parts.py``), so that
 a task can be rerun alone (after its sweep, say) and the report still covers every row."""
 

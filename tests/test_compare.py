@@ -18,7 +18,7 @@ from experiments.suites import RunSpec, Variant, train_settings
 import recurrax
 import recurrax.tasks as tasks
 from recurrax.diagnostics import state_gradient_norms
-from recurrax.models import FAMILIES, ModelConfig, check_config
+from recurrax.models import FAMILIES, DecoderOptions, ModelConfig, check_config
 from recurrax.run import config_hash, train_and_evaluate
 from recurrax.tasks.data_files import is_available
 
@@ -396,7 +396,10 @@ def test_every_run_config_is_valid(suite):
         task = tasks.get(config.task.name)
         if not is_available(task, config.task):
             continue  # a real-data task without its data here
-        check_config(ModelConfig(**config.model.to_dict()), task.spec(config.task))
+        decoder = None
+        if "seq2seq" in config:  # the encoder–decoder's options, for transduction tasks
+            decoder = DecoderOptions(config.seq2seq.attention, config.seq2seq.input_feeding)
+        check_config(ModelConfig(**config.model.to_dict()), task.spec(config.task), decoder)
 
 
 # --------------------------------------------------------------------------------------------
@@ -649,7 +652,7 @@ def test_a_report_is_assembled_from_parts_run_at_different_times(tmp_path, monke
     outcomes, used, stale = parts.load_parts(suites.runs(changed), parts_dir)
     assert {o.spec.variant.name for o in outcomes} == {"parity"}
     assert stale == ["adding-T12/rnn/seed0", "adding-T12/lstm/seed0"]
-    assert [u["variant"] for u in used] == ["parity"]
+    assert {u["variant"] for u in used} == {"parity"}
 
 
 def test_medium_targets_on_synthetic_numbers():
@@ -702,13 +705,26 @@ def test_a_part_of_some_families_keeps_the_stored_runs_of_the_others(tmp_path, m
         outcomes = runner.execute(
             suites.runs(variants, families=[family]), tmp_path / "runs", log=lambda line: None
         )
-        parts.save_parts(outcomes, tmp_path / "parts", command=f"--families={family}")
+        parts.save_parts(
+            outcomes, tmp_path / "parts", command=f"--families={family}", machine=f"{family} box"
+        )
     stored, used, stale = parts.load_parts(suites.runs(variants), tmp_path / "parts")
     assert sorted(o.spec.family for o in stored) == ["lstm", "rnn"] and stale == []
+    # Each run keeps the command and machine that made it, and the report names both.
+    made = {(u["command"], u["machine"]) for u in used}
+    assert made == {("--families=rnn", "rnn box"), ("--families=lstm", "lstm box")}
+    described = "\n".join(parts.describe(used))
+    assert "`--families=rnn` | rnn box" in described and "`--families=lstm` | lstm box" in described
     # Reusing every run rewrites nothing: the part keeps the date and command that trained it.
     outcomes = runner.execute(suites.runs(variants), tmp_path / "runs", log=lambda line: None)
     assert parts.save_parts(outcomes, tmp_path / "parts", command="again") == []
-    assert used[0]["command"] == "--families=lstm"
+    # Retraining one family rewrites the part, and the other family's run keeps its provenance.
+    (lstm,) = [o for o in outcomes if o.spec.family == "lstm"]
+    lstm.status = "trained"
+    parts.save_parts(outcomes, tmp_path / "parts", command="lstm again", machine="new box")
+    _, used, _ = parts.load_parts(suites.runs(variants), tmp_path / "parts")
+    made = {(u["command"], u["machine"]) for u in used}
+    assert made == {("--families=rnn", "rnn box"), ("lstm again", "new box")}
 
 
 def test_medium_suite_has_the_papers_settings_where_a_cpu_can():
@@ -734,3 +750,50 @@ def test_medium_suite_has_the_papers_settings_where_a_cpu_can():
         negative = config(f"{row}-negative", "mingru")
         assert negative.model.cell_options.negative_transitions is True
         assert config(row, "mingru").model.cell_options.get("negative_transitions") in (None, False)
+
+
+def test_seq2seq_suite_compares_each_family_with_and_without_attention():
+    from recurrax.run import Experiment
+
+    rows = {v.name: v for v in suites.variants("seq2seq")}
+    tasks_ = ("dates", "reverse-L20", "reverse-L40-50", "sort", "addition")
+    assert set(rows) == {f"{t}-{a}" for t in tasks_ for a in ("bahdanau", "none")}
+    for name, v in rows.items():
+        assert v.families == ("lstm", "gru", "lru", "mamba") and v.seeds == 3
+        config = RunSpec(v, "mamba", 0).config()
+        assert config.seq2seq.attention == name.rsplit("-", 1)[1]
+        experiment = Experiment(config)  # a valid config, attention included
+        assert experiment.decoder.attention == config.seq2seq.attention
+    long = RunSpec(rows["reverse-L40-50-none"], "gru", 0).config().task
+    assert (long.max_length, long.eval_min_length, long.eval_max_length) == (50, 40, 50)
+    short = RunSpec(rows["reverse-L20-bahdanau"], "gru", 0).config().task
+    assert (short.max_length, short.eval_min_length, short.eval_max_length) == (20, 20, 20)
+    # The other suites' configs do not change: a variant's seq2seq overrides apply only to it.
+    assert all(not v.seq2seq for s in ("quick", "small", "medium") for v in suites.variants(s))
+
+
+def test_seq2seq_targets_and_orderings_on_synthetic_numbers():
+    from experiments.checks import SEQ2SEQ_CHECKS, SEQ2SEQ_TARGETS
+
+    def em(values):
+        return summary(values=values, baseline=1e-4, metric="exact_match")
+
+    def rows(long_with, long_without, short_without, dates, reverse):
+        families = ("lstm", "gru", "lru", "mamba")
+        return {
+            "dates-bahdanau": {f: em(dates) for f in families},
+            "reverse-L20-bahdanau": {f: em(reverse) for f in families},
+            "reverse-L20-none": {f: em(short_without) for f in families},
+            "reverse-L40-50-bahdanau": {f: em(long_with) for f in families},
+            "reverse-L40-50-none": {f: em(long_without) for f in families},
+        }
+
+    met = rows([0.9, 0.95, 0.92], [0.0, 0.01, 0.0], [0.3, 0.35, 0.4], [1.0] * 3, [0.99, 1.0, 1.0])
+    assert [t(met).status for t in SEQ2SEQ_TARGETS] == ["yes", "yes", "yes"]
+    assert [c(met).status for c in SEQ2SEQ_CHECKS] == ["yes", "yes"]
+    # Overlapping intervals are not "clearly beats"; a best family below 0.99 misses.
+    missed = rows([0.2, 0.6, 0.1], [0.0, 0.3, 0.1], [0.0, 0.0, 0.0], [0.98] * 3, [0.9, 1.0, 0.95])
+    assert [t(missed).status for t in SEQ2SEQ_TARGETS] == ["no", "no", "no"]
+    # Without attention nothing is learnt at either length: not "longer is harder".
+    assert SEQ2SEQ_CHECKS[0](missed).status == "no"
+    assert all(t({}).status == "n/a" for t in (*SEQ2SEQ_TARGETS, *SEQ2SEQ_CHECKS))

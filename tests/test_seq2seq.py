@@ -167,6 +167,8 @@ def bridged(params, final):
         leaf = np.asarray(leaf).reshape(leaf.shape[0], -1)
         parts += [leaf.real, leaf.imag] if np.iscomplexobj(leaf) else [leaf]
     z = np.concatenate(parts, axis=1)
+    if "U" in params["bridge"]:  # the factored bridge: z U_b W_b
+        z = z @ np.asarray(params["bridge"]["U"])
     return np.tanh(z @ np.asarray(params["bridge"]["W"]) + np.asarray(params["bridge"]["b"]))
 
 
@@ -246,6 +248,28 @@ def test_flatten_and_unflatten_carry_round_trip_with_complex_leaves():
     back = unflatten_carry(flat, carry)
     assert_trees_close(back, carry)
     assert back[1].h.dtype == jnp.complex64
+
+
+def test_factored_bridge_is_tanh_of_z_U_W_with_rank_r():
+    encoder, decoder = recurrax.mamba(E, d_state=4), recurrax.mamba(E, d_state=4)
+    full = model_of(encoder=encoder, decoder=decoder, attention=None)
+    model = model_of(encoder=encoder, decoder=decoder, attention=None, bridge_rank=3)
+    params = model.init(jax.random.key(0))
+    F = full.init(jax.random.key(0))["bridge"]["W"].shape[0]
+    G = params["bridge"]["W"].shape[1]
+    assert params["bridge"]["U"].shape == (F, 3) and params["bridge"]["W"].shape == (3, G)
+    state = jax.jit(model.encode)(params, SRC, SRC_LENGTHS)
+    b, L = 1, int(SRC_LENGTHS[1])
+    x = params["src_embed"]["E"][SRC[b : b + 1, :L]]
+    final, _ = jax.jit(recurrax.recurrent(encoder).apply)(params["encoder"], x)
+    expected = unflatten_carry(
+        jnp.asarray(bridged(params, final), jnp.float32), (decoder.initial_carry((1,)),)
+    )
+    assert_trees_close(jax.tree.map(lambda a: a[b : b + 1], state.carries), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="bridge_rank must be a positive integer; got 0"):
+        model_of(bridge_rank=0)
+    with pytest.raises(ValueError, match="bridge_rank must be None with bridge='zeros'; got 3"):
+        model_of(bridge="zeros", bridge_rank=3)
 
 
 def test_zeros_bridge_gives_zero_carries():

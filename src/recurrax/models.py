@@ -288,6 +288,9 @@ def _translation_model(
         attention=None if decoder.attention == "none" else decoder.attention,
         input_feeding=decoder.input_feeding,
         bridge="zeros" if config.cell in LOG_SPACE else "dense",
+        # Mamba's carry (its (expand·d, d_state) state and convolution window) is 38× its width
+        # at d_state 16: a full bridge would be most of the model's parameters and time.
+        bridge_rank=d if config.cell == "mamba" else None,
     )
 
     def apply(

@@ -41,7 +41,11 @@ carries:
   :math:`\tanh(z W_b + b_b) \in \mathbb{R}^G` gives the flattened decoder carries, which are cut
   into the decoders' carry structure and dtypes (complex leaves from real and imaginary halves).
   Values lie in :math:`(-1, 1)`; a log-space minGRU/minLSTM decoder, whose state must be
-  non-negative, needs ``bridge="zeros"``.
+  non-negative, needs ``bridge="zeros"``. With ``bridge_rank = r`` the matrix is factored,
+  :math:`\tanh(z U_b W_b + b_b)` with :math:`U_b \in \mathbb{R}^{F \times r}`: for cells whose
+  carry is far wider than their output (Mamba's carry holds its ``(expand·D, N)`` state and
+  convolution window, 2432 numbers at ``D = 64``, where a full ``F × G`` matrix would hold
+  5.9M parameters, most of the model, and most of its training time).
 * ``"zeros"``: the decoders' zero carries (the source then reaches the decoder only through
   attention).
 
@@ -256,6 +260,7 @@ def encoder_decoder(
     input_feeding: bool = False,
     bridge: str = "dense",
     attention_size: int | None = None,
+    bridge_rank: int | None = None,
 ) -> EncoderDecoder:
     r"""Builds an encoder–decoder (see the module docstring for the equations).
 
@@ -264,7 +269,8 @@ def encoder_decoder(
         src_embed    {"E": (V_src, E)}       source embedding
         tgt_embed    {"E": (V_tgt, E)}       target embedding
         encoder      the encoder layer's params (a cell is wrapped with recurrax.recurrent)
-        bridge       {"W": (F, G), "b": (G,)}  the dense bridge (absent with bridge="zeros")
+        bridge       {"W": (F, G), "b": (G,)}  the dense bridge (absent with bridge="zeros";
+                     with bridge_rank r: {"U": (F, r), "W": (r, G), "b": (G,)})
         decoder      [params of each decoder cell]
         attention    the attention's params (with attention)
         attentional  {"W_c": (M + H, H)}     Luong's attentional layer (with attention)
@@ -285,6 +291,8 @@ def encoder_decoder(
       bridge: ``"dense"`` or ``"zeros"``.
       attention_size: the hidden size of the additive scores (``"bahdanau"``, ``"concat"``);
         default ``H``.
+      bridge_rank: ``None`` (a full ``F × G`` dense bridge) or the rank ``r`` of its factored
+        matrix ``U_b W_b`` (``bridge="dense"`` only).
 
     Returns:
       An :class:`EncoderDecoder`.
@@ -318,6 +326,10 @@ def encoder_decoder(
             "input_feeding must be False without attention (it feeds the attentional vector); "
             "got True"
         )
+    if bridge_rank is not None:
+        check_positive_int("bridge_rank", bridge_rank)
+        if bridge != "dense":
+            raise ValueError(f"bridge_rank must be None with bridge={bridge!r}; got {bridge_rank}")
     if attention is None and attention_size is not None:
         raise ValueError(f"attention_size must be None without attention; got {attention_size!r}")
     E, M, H, V = embed_size, layer.output_size, cells[-1].output_size, tgt_vocab_size
@@ -358,8 +370,12 @@ def encoder_decoder(
             ],
             "readout": readout.init(keys[3], H),
         }
-        if bridge == "dense":
+        if bridge == "dense" and bridge_rank is None:
             params["bridge"] = bridge_layer.init(keys[4], F)
+        elif bridge == "dense":
+            k_u, k_w = jax.random.split(keys[4])
+            U = jax.nn.initializers.glorot_uniform()(k_u, (F, bridge_rank), jnp.float32)
+            params["bridge"] = {"U": U, **bridge_layer.init(k_w, bridge_rank)}
         if att is not None:
             params["attention"] = att.init(keys[5])
             W_c = jax.nn.initializers.glorot_uniform()(keys[6], (M + H, H), jnp.float32)
@@ -387,7 +403,10 @@ def encoder_decoder(
         zeros = decoder_zero_carries(params, B)
         if bridge == "dense":
             W = params["bridge"]["W"]
-            z = jnp.tanh(bridge_layer.apply(params["bridge"], flatten_carry(carry, W.dtype)))
+            z = flatten_carry(carry, W.dtype)
+            if "U" in params["bridge"]:
+                z = z @ params["bridge"]["U"]
+            z = jnp.tanh(bridge_layer.apply({"W": W, "b": params["bridge"]["b"]}, z))
             carries = unflatten_carry(z, zeros)
         else:
             carries = zeros
