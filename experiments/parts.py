@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -159,14 +160,44 @@ def load_parts(
     return outcomes, parts, stale
 
 
+PER_RUN_FLAGS = ("--seeds", "--workdir", "--parts_dir", "--report", "--csv",
+                 "--plots_dir", "--compilation_cache")  # fmt: skip
+"""Flags that only say which seeds a command ran, or where it wrote: commands that differ only in
+them are one line of :func:`describe`."""
+
+
+def _shared_command(command: str) -> str:
+    """``command`` without :data:`PER_RUN_FLAGS` (``--flag=value`` or ``--flag value``)."""
+    words, out, skip = shlex.split(command), [], False
+    for word in words:
+        if skip:
+            skip = False
+            continue
+        name = word.split("=", 1)[0]
+        if name in PER_RUN_FLAGS:
+            skip = "=" not in word
+            continue
+        out.append(word)
+    return shlex.join(out)
+
+
 def describe(parts: Sequence[dict[str, Any]]) -> list[str]:
-    """Markdown lines: which command made which rows (and how many runs), when, on which machine."""
+    """Markdown lines: which commands made which rows (and how many runs), when, on which machine.
+
+    Commands that differ only in :data:`PER_RUN_FLAGS` (one command per row or seed) share a line,
+    with the span of their dates."""
     lines = ["| rows | runs | date | command | machine |", "|---|---:|---|---|---|"]
-    by_command: dict[tuple[str, str, str], list[str]] = {}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for part in parts:
-        key = (part["date"], part["command"], part.get("machine", "—"))
-        by_command.setdefault(key, []).append(part["variant"])
-    for (date, command, machine), variants in sorted(by_command.items()):
-        rows = ", ".join(dict.fromkeys(variants))
-        lines.append(f"| {rows} | {len(variants)} | {date} | `{command}` | {machine} |")
+        key = (_shared_command(part["command"]), part.get("machine", "—"))
+        groups.setdefault(key, []).append(part)
+    for (command, machine), group in sorted(
+        groups.items(), key=lambda g: min(p["date"] for p in g[1])
+    ):
+        rows = ", ".join(dict.fromkeys(p["variant"] for p in group))
+        dates = sorted(p["date"] for p in group)
+        date = dates[0] if dates[0] == dates[-1] else f"{dates[0]} – {dates[-1]}"
+        varied = sorted({p["command"] for p in group})
+        note = "" if len(varied) == 1 else f" (×{len(varied)}: one per `--seeds`)"
+        lines.append(f"| {rows} | {len(group)} | {date} | `{command}`{note} | {machine} |")
     return lines

@@ -797,3 +797,24 @@ def test_seq2seq_targets_and_orderings_on_synthetic_numbers():
     # Without attention nothing is learnt at either length: not "longer is harder".
     assert SEQ2SEQ_CHECKS[0](missed).status == "no"
     assert all(t({}).status == "n/a" for t in (*SEQ2SEQ_TARGETS, *SEQ2SEQ_CHECKS))
+
+
+def test_describe_joins_the_commands_that_differ_only_in_seeds_and_paths():
+    from experiments import parts
+
+    def run(row, seed, machine="gpu box"):
+        command = (
+            f"python compare.py --suite=seq2seq --tasks={row} --families=mamba --seeds={seed} "
+            f"--workdir=/tmp/w/{row}-{seed}"
+        )
+        return {"variant": row, "date": f"2026-12-04 10:0{seed}", "command": command,
+                "machine": machine}  # fmt: skip
+
+    made = [run("dates", 0), run("dates", 1), run("dates", 2), run("sort", 0, "cpu box")]
+    lines = parts.describe(made)
+    assert len(lines) == 2 + 2  # header, dates on the gpu (3 runs), sort on the cpu
+    assert lines[2] == (
+        "| dates | 3 | 2026-12-04 10:00 – 2026-12-04 10:02 | `python compare.py --suite=seq2seq "
+        "--tasks=dates --families=mamba` (×3: one per `--seeds`) | gpu box |"
+    )
+    assert lines[3].startswith("| sort | 1 | 2026-12-04 10:00 |") and "cpu box" in lines[3]
